@@ -1,0 +1,333 @@
+"""Orchestration: images -> model -> maps -> store -> metrics -> CSV -> tables, one direction, resumable.
+
+Every stage skips what the stores already hold, so a killed run started again computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from methods.base import METHODS, Method, MethodError, NotApplicable, get_method_class, load_builtin_methods, load_plugin
+from metrics.base import Metric, get_metric_class
+
+from . import data as data_mod
+from .csvio import write_metric_csvs
+from .models import ModelBundle, load_model
+from .profiles import get_profile
+from .provenance import environment, file_sha256
+from .store import DONE, FAILED, IMG_BAD, IMG_OK, H5Store, RunLock, StoreError
+
+DEFAULT_METRICS = ("insertion", "deletion")
+
+
+@dataclass
+class RunConfig:
+    model: str = "vgg16"
+    weights: str = "imagenet"
+    data: str | None = None
+    image_list: str | None = None
+    limit: int | None = None
+    methods: list[str] | None = None
+    metrics: list[str] | None = None
+    out: str | None = None
+    device: str = "auto"
+    profile: str = "paper"
+    seed: int = 0
+    batch_size: int | None = None
+    skip_bad_images: bool = False
+    plugins: list[str] = field(default_factory=list)
+    progress: bool = True
+
+
+@dataclass
+class StageReport:
+    """What a stage computed, skipped and failed, per method (or metric/method)."""
+
+    computed: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.failed.values())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], not {name!r}")
+    return torch.device(name)
+
+
+def model_tag(model: str, weights: str) -> str:
+    name = "efficientnet_lite0" if model == "efficientnet-lite0" else model
+    return f"{name}-random" if weights == "random" else name
+
+
+class Benchmark:
+    """One model run: its image source, its stores in ``<out>/<model tag>/`` and the stages."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.profile = get_profile(cfg.profile)
+        for plugin in cfg.plugins:
+            load_plugin(plugin)
+        load_builtin_methods()
+        self.device = resolve_device(cfg.device)
+        self.batch_size = cfg.batch_size or (128 if self.device.type == "cuda" else 32)
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be >= 1")
+        self.source = data_mod.make_source(cfg.data, cfg.image_list)
+        self.tag = model_tag(cfg.model, cfg.weights)
+        out = Path(cfg.out) if cfg.out else Path("results") / self.profile.name
+        self.run_dir = out / self.tag
+        n = len(self.source.names)
+        if cfg.limit is not None and cfg.limit < 1:
+            raise ValueError("--limit must be >= 1")
+        self.indices = list(range(min(n, cfg.limit) if cfg.limit else n))
+        self._model: ModelBundle | None = None
+
+    # ----------------------------------------------------------------------------------------- basics
+    @property
+    def model(self) -> ModelBundle:
+        if self._model is None:
+            self._model = load_model(self.cfg.model, self.cfg.weights, self.device, seed=self.cfg.seed)
+        return self._model
+
+    def protocol(self) -> dict:
+        """What must be equal for results to be mixed in one store."""
+        return {"profile": self.profile.as_dict(), "model": self.tag, "weights": self.cfg.weights,
+                "seed": self.cfg.seed}
+
+    def provenance(self) -> dict:
+        src = self.source
+        lst = self.cfg.image_list
+        return {"protocol": self.protocol(), "model": self.model.describe(), "data": src.description,
+                "image_list": lst, "image_list_sha256": file_sha256(lst) if lst else None,
+                "limit": self.cfg.limit, "batch_size": self.batch_size, "environment": environment(self.device)}
+
+    def open_maps(self, mode: str = "a") -> H5Store:
+        attrs = {"protocol": self.protocol()} if mode == "r" else {"protocol": self.protocol(),
+                                                                  "provenance": self.provenance()}
+        return H5Store(self.run_dir / "maps.h5", self.source.names, attrs, check_attrs=["protocol"], mode=mode)
+
+    def open_metrics(self) -> H5Store:
+        return H5Store(self.run_dir / "metrics.h5", self.source.names, {"protocol": self.protocol()},
+                       check_attrs=["protocol"])
+
+    def lock(self) -> RunLock:
+        return RunLock(self.run_dir)
+
+    def _bar(self, total: int, desc: str):
+        return tqdm(total=total, desc=desc, unit="img", disable=not self.cfg.progress, dynamic_ncols=True)
+
+    # ----------------------------------------------------------------------------------------- images
+    def check_images(self, store: H5Store) -> list[int]:
+        """Decode every selected image not yet known good; stop on bad ones unless --skip-bad-images."""
+        status = store.f["image_status"][()]
+        todo = [i for i in self.indices if status[i] != IMG_OK]
+        bad = data_mod.check_images(self.source, [self.source.names[i] for i in todo], progress=self.cfg.progress)
+        bad_by_name = {b.name: b.reason for b in bad}
+        marks = {i: ((IMG_BAD, bad_by_name[self.source.names[i]]) if self.source.names[i] in bad_by_name
+                     else (IMG_OK, "")) for i in todo}
+        store.mark_images(marks)
+        if bad and not self.cfg.skip_bad_images:
+            raise data_mod.DataError(data_mod.format_bad_images(bad))
+        status = store.f["image_status"][()]
+        usable = [i for i in self.indices if status[i] == IMG_OK]
+        skipped = len(self.indices) - len(usable)
+        if skipped:
+            tqdm.write(f"skipping {skipped} bad image(s), recorded in {store.path} (image_status, image_error)")
+        return usable
+
+    def load_images(self, indices: list[int]) -> torch.Tensor:
+        """Normalised [B,3,224,224] images on the device."""
+        x = torch.stack([data_mod.preprocess(self.source.open(self.source.names[i]), self.profile.image_size,
+                                             self.profile.antialias) for i in indices])
+        return self.model.normalize(x.to(self.device))
+
+    def ensure_targets(self, store: H5Store, usable: list[int]) -> None:
+        """One clean forward pass per image: the explained class (top-1) and its probability."""
+        store.ensure_group("clean", {"target": ((), "i8"), "prob": ((), "f4")}, {"what": "top-1 of the clean image"})
+        st = store.status("clean")
+        todo = [i for i in usable if st[i] != DONE]
+        if not todo:
+            return
+        from runners.batched import predict
+
+        bar = self._bar(len(todo), "clean forward (targets)")
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            cls, prob = predict(self.model.net, self.load_images(chunk), self.batch_size)
+            store.write("clean", chunk, target=cls.cpu().numpy(), prob=prob.cpu().numpy())
+            bar.update(len(chunk))
+        bar.close()
+
+    # ----------------------------------------------------------------------------------------- methods
+    def make_methods(self, ids: list[str] | None, report: StageReport) -> list[Method]:
+        """Instantiate the asked methods. Asked explicitly and not applicable: an error before any work.
+        Default (all registered): the ones not applicable to this model are reported and left out."""
+        explicit = ids is not None
+        ids = ids if explicit else sorted(METHODS)
+        out = []
+        for mid in ids:
+            method = get_method_class(mid)(quick=self.profile.quick_methods, seed=self.cfg.seed)
+            method.batch_size = self.batch_size
+            try:
+                method.check_applicable(self.model)
+            except NotApplicable as err:
+                if explicit:
+                    raise
+                report.not_applicable[mid] = str(err)
+                continue
+            out.append(method)
+        return out
+
+    def compute_maps(self, method: Method, store: H5Store, usable: list[int], report: StageReport) -> None:
+        group = f"maps/{method.id}"
+        store.ensure_group(group, {"map": ((self.profile.image_size,) * 2, "f4")},
+                           {"params": method.params, "method": method.describe()}, check=["params"])
+        st = store.status(group)
+        todo = [i for i in usable if st[i] != DONE]
+        report.computed[method.id], report.failed[method.id] = 0, {}
+        if not todo:
+            return
+        targets_all = store.read("clean", "target")
+        t0 = time.perf_counter()
+        bar = self._bar(len(todo), f"maps {method.id}")
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            for sub, maps, errors in self._explain(method, chunk, targets_all):
+                if sub:
+                    store.write(group, sub, map=maps)
+                    report.computed[method.id] += len(sub)
+                for i, reason in errors.items():
+                    store.fail(group, i, reason)
+                    report.failed[method.id][self.source.names[i]] = reason
+            bar.update(len(chunk))
+        bar.close()
+        report.seconds[method.id] = time.perf_counter() - t0
+
+    def _explain(self, method: Method, chunk: list[int], targets_all: np.ndarray):
+        """Maps for a chunk; a chunk that raises is retried image by image so one bad image fails alone."""
+        x = self.load_images(chunk)
+        t = torch.as_tensor(targets_all[chunk], device=self.device)
+        try:
+            maps = method(self.model, x, t, self.profile.image_size).cpu().numpy()
+        except Exception as err:
+            if len(chunk) == 1:
+                yield [], None, {chunk[0]: f"{type(err).__name__}: {err}"}
+                return
+            for i in chunk:
+                yield from self._explain(method, [i], targets_all)
+            return
+        finite = np.isfinite(maps).all(axis=(1, 2))
+        good = [k for k in range(len(chunk)) if finite[k]]
+        errors = {chunk[k]: "map contains NaN or infinite values" for k in range(len(chunk)) if not finite[k]}
+        yield [chunk[k] for k in good], maps[good], errors
+
+    def maps_stage(self) -> StageReport:
+        report = StageReport()
+        methods = self.make_methods(self.cfg.methods, report)
+        with self.lock(), self.open_maps() as store:
+            usable = self.check_images(store)
+            self.ensure_targets(store, usable)
+            for method in methods:
+                self.compute_maps(method, store, usable, report)
+        self._write_provenance()
+        return report
+
+    # ----------------------------------------------------------------------------------------- metrics
+    def metrics_stage(self) -> StageReport:
+        report = StageReport()
+        metric_ids = self.cfg.metrics or list(DEFAULT_METRICS)
+        metric_objs: list[Metric] = [get_metric_class(m)(self.profile, self.batch_size, self.cfg.seed)
+                                     for m in metric_ids]
+        with self.lock(), self.open_maps() as maps, self.open_metrics() as store:
+            usable = self.check_images(maps)
+            self.ensure_targets(maps, usable)
+            stored = maps.groups("maps")
+            method_ids = self.cfg.methods if self.cfg.methods is not None else stored
+            missing = [m for m in method_ids if m not in stored]
+            if missing:
+                raise StoreError(f"no maps stored for {missing} in {maps.path}; run the maps stage first "
+                                 f"(stored: {stored or 'none'})")
+            targets_all = maps.read("clean", "target")
+            for metric in metric_objs:
+                for mid in method_ids:
+                    self._score(metric, mid, maps, store, usable, targets_all, report)
+                    write_metric_csvs(self.run_dir / "csv", self.tag, metric, mid, store)
+        self._write_provenance()
+        return report
+
+    def _score(self, metric: Metric, mid: str, maps: H5Store, store: H5Store, usable: list[int],
+               targets_all: np.ndarray, report: StageReport) -> None:
+        key = f"{metric.id}/{mid}"
+        arrays = {"value": ((), "f8")}
+        if metric.has_curve:
+            arrays["curve"] = ((metric.curve_length,), "f4")
+        store.ensure_group(key, arrays, {"params": metric.params, "metric": metric.describe(),
+                                         "map_params": maps.group_attrs(f"maps/{mid}").get("params")},
+                           check=["params", "map_params"])
+        mst, st = maps.status(f"maps/{mid}"), store.status(key)
+        report.computed[key], report.failed[key] = 0, {}
+        for i in usable:
+            if mst[i] == FAILED:
+                report.failed[key][self.source.names[i]] = "no map (the method failed on this image)"
+        todo = [i for i in usable if mst[i] == DONE and st[i] != DONE]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        bar = self._bar(len(todo), f"{metric.id} {mid}")
+        step = max(1, self.batch_size // (metric.curve_length or 1))  # about one batch of passes per call
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            x = self.load_images(chunk)
+            m = torch.as_tensor(maps.read(f"maps/{mid}", "map", chunk), device=self.device)
+            t = torch.as_tensor(targets_all[chunk], device=self.device)
+            res = metric.compute(self.model, x, m, t)
+            store.write(key, chunk, **{k: v.cpu().numpy() for k, v in res.items()})
+            report.computed[key] += len(chunk)
+            bar.update(len(chunk))
+        bar.close()
+        report.seconds[key] = time.perf_counter() - t0
+
+    # ----------------------------------------------------------------------------------------- outputs
+    def _write_provenance(self) -> None:
+        import json
+
+        path = self.run_dir / "provenance.json"
+        tmp = path.with_suffix(".json.tmp")
+        prov = self.provenance()
+        prov["config"] = asdict(self.cfg)
+        tmp.write_text(json.dumps(prov, indent=2, default=str))
+        tmp.replace(path)
+
+    def tables_stage(self):
+        from .tables import build_tables
+
+        return build_tables(self.run_dir, self.tag)
+
+
+def method_catalogue() -> list[dict]:
+    load_builtin_methods()
+    rows = []
+    for mid in sorted(METHODS):
+        cls = METHODS[mid]
+        try:
+            params = cls().params
+        except MethodError:
+            params = dict(cls.paper_params)
+        rows.append({"id": mid, "family": cls.family, "needs_grad": cls.needs_grad, "params": params,
+                     "citation": cls.citation})
+    return rows

@@ -1,0 +1,164 @@
+"""The method contract and its registry.
+
+A saliency method is a subclass of :class:`Method` registered under an ASCII id::
+
+    @register_method
+    class MyMethod(Method):
+        id = "mymethod"
+        family = "gradient"
+        citation = "Me et al., 2026"
+        needs_grad = True
+        paper_params = {"steps": 50}
+        quick_params = {"steps": 8}          # optional: cheaper parameters for the quick profile
+
+        def explain(self, model, x, targets):  # x: [B,3,H,W] normalised; targets: [B] long
+            ...                                  # -> [B,h,w] maps (any h,w: upsampled to 224 by the harness)
+
+``python -m benchmark methods`` lists the registry; ``--plugin FILE_OR_MODULE`` imports a user's file, whose
+``@register_method`` classes then go through maps, every metric and the tables like the built-in ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class MethodError(Exception):
+    """Unknown method, bad plugin, or a method that cannot run on this model."""
+
+
+class NotApplicable(MethodError):
+    """The method is not defined for this model (e.g. CAM without a GAP + Linear head)."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Model passes per image: ``forward`` forward-only passes and ``backward`` forward+backward passes."""
+
+    forward: float = 0.0
+    backward: float = 0.0
+
+
+class Method:
+    """Base class of every saliency method; see the module docstring for the contract."""
+
+    id: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # "cam", "gradient", "perturbation", "polycam", "calm", "plugin", ...
+    citation: ClassVar[str] = ""
+    needs_grad: ClassVar[bool] = False
+    paper_params: ClassVar[dict[str, Any]] = {}
+    quick_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, quick: bool = False, seed: int = 0, **overrides: Any):
+        params = dict(self.paper_params)
+        if quick:
+            params.update(self.quick_params)
+        unknown = set(overrides) - set(params)
+        if unknown:
+            raise MethodError(f"{self.id}: unknown parameter(s) {sorted(unknown)}; known: {sorted(params)}")
+        params.update(overrides)
+        self.params = params
+        self.seed = seed
+
+    # -- what a method implements ------------------------------------------------------------------------
+    def explain(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return [B,h,w] saliency maps for the normalised images ``x`` [B,3,H,W] and classes ``targets`` [B]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement explain()")
+
+    def check_applicable(self, model) -> None:
+        """Raise :class:`NotApplicable` with the reason when the method is not defined for ``model``."""
+
+    def cost(self, model) -> Cost:
+        """Model passes per image (for the cost model and the dry run)."""
+        return Cost(backward=1.0) if self.needs_grad else Cost(forward=1.0)
+
+    # -- what the harness calls --------------------------------------------------------------------------
+    def __call__(self, model, x: torch.Tensor, targets: torch.Tensor, size: int = 224) -> torch.Tensor:
+        """Maps as float32 [B,size,size], upsampled bilinearly (align_corners=False) when needed."""
+        with torch.enable_grad() if self.needs_grad else torch.no_grad():
+            maps = self.explain(model, x, targets)
+        if not isinstance(maps, torch.Tensor):
+            maps = torch.as_tensor(maps)
+        maps = maps.detach()
+        if maps.ndim == 4 and maps.shape[1] == 1:
+            maps = maps[:, 0]
+        if maps.ndim != 3 or maps.shape[0] != x.shape[0]:
+            raise MethodError(f"{self.id} returned maps of shape {tuple(maps.shape)}; expected [B,h,w] with "
+                              f"B={x.shape[0]}")
+        maps = maps.float()
+        if maps.shape[-2:] != (size, size):
+            maps = F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        return maps
+
+    def describe(self) -> dict:
+        return {"id": self.id, "family": self.family, "citation": self.citation, "needs_grad": self.needs_grad,
+                "params": dict(self.params), "seed": self.seed, "class": f"{type(self).__module__}."
+                f"{type(self).__qualname__}"}
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a :class:`Method` subclass to the registry under ``cls.id``."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise MethodError(f"@register_method takes a Method subclass, got {cls!r}")
+    if not _ID.match(cls.id or ""):
+        raise MethodError(f"{cls.__name__}: id {cls.id!r} must be lower-case ASCII letters, digits and '_'")
+    old = METHODS.get(cls.id)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise MethodError(f"method id {cls.id!r} is already registered by {old.__module__}.{old.__qualname__}")
+    METHODS[cls.id] = cls
+    return cls
+
+
+def load_builtin_methods() -> None:
+    import methods  # noqa: F401  (the package imports every built-in method module)
+
+
+def load_plugin(spec: str) -> list[str]:
+    """Import a plugin given as a .py file path or a module name; return the method ids it registered."""
+    before = set(METHODS)
+    path = Path(spec)
+    try:
+        if spec.endswith(".py") or path.is_file():
+            if not path.is_file():
+                raise MethodError(f"plugin file {spec} does not exist")
+            name = f"benchmark_plugin_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}"
+            mod_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[name] = module
+            mod_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except MethodError:
+        raise
+    except Exception as err:
+        raise MethodError(f"cannot import plugin {spec}: {type(err).__name__}: {err}") from err
+    added = sorted(set(METHODS) - before)
+    if not added and not any(getattr(c, "__module__", "").endswith(path.stem) for c in METHODS.values()):
+        raise MethodError(f"plugin {spec} registered no method (decorate a Method subclass with @register_method)")
+    return added
+
+
+def get_method_class(method_id: str) -> type[Method]:
+    load_builtin_methods()
+    try:
+        return METHODS[method_id]
+    except KeyError:
+        raise MethodError(f"unknown method {method_id!r}; registered: {', '.join(sorted(METHODS))}") from None
+
+
+def make_method(method_id: str, quick: bool = False, seed: int = 0, **overrides: Any) -> Method:
+    return get_method_class(method_id)(quick=quick, seed=seed, **overrides)

@@ -1,0 +1,112 @@
+r"""Insertion and deletion (Petsiuk et al. 2018) with the Poly-CAM reference protocol (conventions section 5).
+
+Pixels are ranked by descending saliency (stable sort: ties keep raster order; one rank per pixel, shared by
+the three channels). With ``S`` steps of ``P = HW / S`` pixels (paper: 224 steps of 224 pixels), sample
+``s = 0..S-1`` holds the first ``P (s + 1)`` ranked pixels:
+
+    insertion_s = p_c( M_s * x + (1 - M_s) * b )      deletion_s = p_c( M_s * b + (1 - M_s) * x )
+
+with ``p_c`` the softmax probability of the clean image's top-1 class ``c``, ``x`` the normalised image and
+``b`` the baseline: a Gaussian blur of ``x`` (11x11, sigma 5, reflect padding: torchvision ``gaussian_blur``)
+for *both* curves. There is no 0-pixel point. ``AUC = (1/S) sum_s curve_s`` (rectangle rule).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from methods.base import Cost
+from runners.batched import class_probabilities
+
+from .base import Metric, MetricError, register_metric
+
+
+def blur_baseline(x: torch.Tensor, kernel: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Gaussian blur of normalised images [B,3,H,W], torchvision ``gaussian_blur`` semantics."""
+    from benchmark.tv_compat import import_torchvision
+
+    import_torchvision()
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    return gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+
+
+def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """rank[b, i] = position of pixel i in the descending, stable order of maps[b] (0 = most salient)."""
+    flat = maps.flatten(1)
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    return ranks
+
+
+def perturbation_curves(net: torch.nn.Module, x: torch.Tensor, baseline: torch.Tensor, maps: torch.Tensor,
+                        targets: torch.Tensor, steps: int, mode: str, batch_size: int) -> torch.Tensor:
+    """[B, steps] probabilities of ``targets`` along the insertion or deletion path (see module docstring).
+
+    All B * steps perturbed inputs are built on the device and go through the model ``batch_size`` at a time,
+    mixing images and steps in one pass, so the result does not depend on the batch size.
+    """
+    if mode not in ("insertion", "deletion"):
+        raise MetricError(f"mode must be insertion or deletion, not {mode!r}")
+    b, _, h, w = x.shape
+    if maps.shape != (b, h, w):
+        raise MetricError(f"maps of shape {tuple(maps.shape)} do not match images {tuple(x.shape)}")
+    if (h * w) % steps:
+        raise MetricError(f"{h}x{w} pixels cannot be split into {steps} equal steps")
+    per_step = (h * w) // steps
+    ranks = pixel_ranks(maps).view(b, 1, h, w)
+    thresholds = torch.arange(1, steps + 1, device=x.device) * per_step
+    first, second = (x, baseline) if mode == "insertion" else (baseline, x)
+
+    def make_inputs(k: torch.Tensor) -> torch.Tensor:
+        img, step = k // steps, k % steps
+        keep_first = ranks[img] < thresholds[step].view(-1, 1, 1, 1)
+        return torch.where(keep_first, first[img], second[img])
+
+    probs = class_probabilities(net, make_inputs, b * steps, targets.repeat_interleave(steps), batch_size)
+    return probs.view(b, steps)
+
+
+class _PerturbationMetric(Metric):
+    has_curve = True
+    mode = ""
+
+    @property
+    def params(self) -> dict:
+        p = self.profile
+        return {"steps": p.insdel_steps, "pixels_per_step": p.image_size ** 2 // p.insdel_steps,
+                "baseline": f"gaussian_blur(kernel={p.blur_kernel}, sigma={p.blur_sigma})",
+                "score": "softmax probability of the clean top-1 class", "auc": "mean of the curve (rectangle)"}
+
+    @property
+    def curve_length(self) -> int:
+        return self.profile.insdel_steps
+
+    def cost(self, model) -> Cost:
+        return Cost(forward=float(self.profile.insdel_steps))
+
+    @torch.no_grad()
+    def compute(self, model, x, maps, targets):
+        base = blur_baseline(x, self.profile.blur_kernel, self.profile.blur_sigma)
+        curve = perturbation_curves(model.net, x, base, maps.to(x.device, torch.float32), targets,
+                                    self.profile.insdel_steps, self.mode, self.batch_size)
+        return {"value": curve.mean(dim=1), "curve": curve}
+
+
+@register_metric
+class Insertion(_PerturbationMetric):
+    id = "insertion"
+    mode = "insertion"
+    higher_is_better = True
+    csv_prefix = "ins"
+    description = "insertion AUC: most salient pixels of the image inserted into its blurred copy"
+
+
+@register_metric
+class Deletion(_PerturbationMetric):
+    id = "deletion"
+    mode = "deletion"
+    higher_is_better = False
+    csv_prefix = "del"
+    description = "deletion AUC: most salient pixels replaced by the blurred copy"

@@ -120,7 +120,7 @@ def cmd_run(args) -> int:
     maps = bench.maps_stage()
     for mid, reason in maps.not_applicable.items():
         print(f"  not applicable: {mid}: {reason}")
-    bench.cfg.methods = sorted(k for k in maps.computed)
+    bench.cfg.methods = maps.produced
     metrics = bench.metrics_stage()
     paths = build_tables(bench.run_dir, bench.tag)
     _print_failures(maps, "maps")

@@ -53,6 +53,7 @@ class StageReport:
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
     not_applicable: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    produced: list[str] = field(default_factory=list)  # every map id the stage covered (variants included)
 
     @property
     def ok(self) -> bool:
@@ -194,12 +195,18 @@ class Benchmark:
         return out
 
     def compute_maps(self, method: Method, store: H5Store, usable: list[int], report: StageReport) -> None:
-        group = f"maps/{method.id}"
-        store.ensure_group(group, {"map": ((self.profile.image_size,) * 2, "f4")},
-                           {"params": method.params, "method": method.describe()}, check=["params"])
-        st = store.status(group)
-        todo = [i for i in usable if st[i] != DONE]
+        """Compute the images whose maps (for any output id of the method) are not all stored yet."""
+        groups = {oid: f"maps/{oid}" for oid in method.output_ids}
+        for oid, group in groups.items():
+            store.ensure_group(group, {"map": ((self.profile.image_size,) * 2, "f4")},
+                               {"params": method.params, "method": method.describe(), "produced_by": method.id},
+                               check=["params"])
+        missing = np.zeros(len(store.names), bool)
+        for group in groups.values():
+            missing |= store.status(group) != DONE
+        todo = [i for i in usable if missing[i]]
         report.computed[method.id], report.failed[method.id] = 0, {}
+        report.produced.extend(oid for oid in method.output_ids if oid not in report.produced)
         if not todo:
             return
         targets_all = store.read("clean", "target")
@@ -209,10 +216,12 @@ class Benchmark:
             chunk = todo[start:start + self.batch_size]
             for sub, maps, errors in self._explain(method, chunk, targets_all):
                 if sub:
-                    store.write(group, sub, map=maps)
+                    for oid, group in groups.items():
+                        store.write(group, sub, map=maps[oid])
                     report.computed[method.id] += len(sub)
                 for i, reason in errors.items():
-                    store.fail(group, i, reason)
+                    for group in groups.values():
+                        store.fail(group, i, reason)
                     report.failed[method.id][self.source.names[i]] = reason
             bar.update(len(chunk))
         bar.close()
@@ -223,7 +232,7 @@ class Benchmark:
         x = self.load_images(chunk)
         t = torch.as_tensor(targets_all[chunk], device=self.device)
         try:
-            maps = method(self.model, x, t, self.profile.image_size).cpu().numpy()
+            maps = {k: v.cpu().numpy() for k, v in method.compute_all(self.model, x, t, self.profile.image_size).items()}
         except Exception as err:
             if len(chunk) == 1:
                 yield [], None, {chunk[0]: f"{type(err).__name__}: {err}"}
@@ -231,10 +240,12 @@ class Benchmark:
             for i in chunk:
                 yield from self._explain(method, [i], targets_all)
             return
-        finite = np.isfinite(maps).all(axis=(1, 2))
+        finite = np.ones(len(chunk), bool)
+        for m in maps.values():
+            finite &= np.isfinite(m).all(axis=(1, 2))
         good = [k for k in range(len(chunk)) if finite[k]]
         errors = {chunk[k]: "map contains NaN or infinite values" for k in range(len(chunk)) if not finite[k]}
-        yield [chunk[k] for k in good], maps[good], errors
+        yield [chunk[k] for k in good], {oid: m[good] for oid, m in maps.items()}, errors
 
     def maps_stage(self) -> StageReport:
         report = StageReport()
@@ -242,7 +253,8 @@ class Benchmark:
         with self.lock(), self.open_maps() as store:
             usable = self.check_images(store)
             self.ensure_targets(store, usable)
-            for method in methods:
+            # Methods deriving several maps run first: the ones they also produce are then already stored.
+            for method in sorted(methods, key=lambda m: -len(m.variants)):
                 self.compute_maps(method, store, usable, report)
         self._write_provenance()
         return report

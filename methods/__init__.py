@@ -1,5 +1,12 @@
-"""Saliency methods. Importing the package registers every built-in method (see :mod:`methods.base`)."""
+"""Saliency methods. Importing the package registers every built-in method: each module of this package that
+defines ``@register_method`` classes is imported here (see :mod:`methods.base` for the contract)."""
+
+import importlib
+import pkgutil
 
 from .base import (METHODS, Cost, Method, MethodError, NotApplicable, get_method_class, load_plugin,  # noqa: F401
                    make_method, register_method)
-from . import cam_family  # noqa: F401,E402
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name != "base" and not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")

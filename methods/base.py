@@ -14,6 +14,11 @@ A saliency method is a subclass of :class:`Method` registered under an ASCII id:
         def explain(self, model, x, targets):  # x: [B,3,H,W] normalised; targets: [B] long
             ...                                  # -> [B,h,w] maps (any h,w: upsampled to 224 by the harness)
 
+A method that derives several maps from one computation (Poly-CAM: PCAM+, PCAM-, PCAM+- and the ablation
+maps from one set of masked passes) lists the extra ids in ``variants`` and returns ``{id: maps}`` holding its
+own id and every variant; the harness stores each under its own id and skips a method whose maps are all
+stored already (methods with variants run first, so ``pcamp`` is free once ``pcampm`` has run).
+
 ``python -m benchmark methods`` lists the registry; ``--plugin FILE_OR_MODULE`` imports a user's file, whose
 ``@register_method`` classes then go through maps, every metric and the tables like the built-in ones.
 """
@@ -59,6 +64,8 @@ class Method:
     needs_grad: ClassVar[bool] = False
     paper_params: ClassVar[dict[str, Any]] = {}
     quick_params: ClassVar[dict[str, Any]] = {}
+    variants: tuple[str, ...] = ()  # extra map ids derived in the same computation (may be a property)
+    batch_size: int = 32  # model inputs per forward pass; set by the harness (--batch-size)
 
     def __init__(self, quick: bool = False, seed: int = 0, **overrides: Any):
         params = dict(self.paper_params)
@@ -72,8 +79,9 @@ class Method:
         self.seed = seed
 
     # -- what a method implements ------------------------------------------------------------------------
-    def explain(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Return [B,h,w] saliency maps for the normalised images ``x`` [B,3,H,W] and classes ``targets`` [B]."""
+    def explain(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Return [B,h,w] saliency maps for the normalised images ``x`` [B,3,H,W] and classes ``targets`` [B]
+        (or ``{id: maps}`` for ``self.id`` and every id in ``variants``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement explain()")
 
     def check_applicable(self, model) -> None:
@@ -84,18 +92,33 @@ class Method:
         return Cost(backward=1.0) if self.needs_grad else Cost(forward=1.0)
 
     # -- what the harness calls --------------------------------------------------------------------------
+    @property
+    def output_ids(self) -> tuple[str, ...]:
+        return (self.id, *self.variants)
+
     def __call__(self, model, x: torch.Tensor, targets: torch.Tensor, size: int = 224) -> torch.Tensor:
-        """Maps as float32 [B,size,size], upsampled bilinearly (align_corners=False) when needed."""
+        """Maps of ``self.id`` as float32 [B,size,size] (see :meth:`compute_all` for every output)."""
+        return self.compute_all(model, x, targets, size)[self.id]
+
+    def compute_all(self, model, x: torch.Tensor, targets: torch.Tensor, size: int = 224) -> dict[str, torch.Tensor]:
+        """{output id: float32 [B,size,size] maps}, upsampled bilinearly (align_corners=False) when needed."""
         with torch.enable_grad() if self.needs_grad else torch.no_grad():
-            maps = self.explain(model, x, targets)
+            out = self.explain(model, x, targets)
+        if not isinstance(out, dict):
+            out = {self.id: out}
+        missing = set(self.output_ids) - set(out)
+        if missing:
+            raise MethodError(f"{self.id} returned no maps for {sorted(missing)}")
+        return {k: self._check_maps(k, out[k], x.shape[0], size) for k in self.output_ids}
+
+    def _check_maps(self, key: str, maps, batch: int, size: int) -> torch.Tensor:
         if not isinstance(maps, torch.Tensor):
             maps = torch.as_tensor(maps)
         maps = maps.detach()
         if maps.ndim == 4 and maps.shape[1] == 1:
             maps = maps[:, 0]
-        if maps.ndim != 3 or maps.shape[0] != x.shape[0]:
-            raise MethodError(f"{self.id} returned maps of shape {tuple(maps.shape)}; expected [B,h,w] with "
-                              f"B={x.shape[0]}")
+        if maps.ndim != 3 or maps.shape[0] != batch:
+            raise MethodError(f"{key} returned maps of shape {tuple(maps.shape)}; expected [B,h,w] with B={batch}")
         maps = maps.float()
         if maps.shape[-2:] != (size, size):
             maps = F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]

@@ -79,6 +79,7 @@ def cmd_maps(args) -> int:
     print(f"data: {bench.source.description}; {len(bench.indices)} image(s); profile {bench.profile.name}; "
           f"results in {bench.run_dir}")
     report = bench.maps_stage()
+    print("maps:\n" + "\n".join(report.lines()))
     for mid, reason in report.not_applicable.items():
         print(f"  not applicable: {mid}: {reason}")
     _print_failures(report, "maps")
@@ -90,6 +91,7 @@ def cmd_metrics(args) -> int:
 
     bench = Benchmark(_config(args))
     report = bench.metrics_stage()
+    print("metrics:\n" + "\n".join(report.lines()))
     _print_failures(report, "metric")
     print(f"CSV files in {bench.run_dir / 'csv'}")
     return 0 if report.ok else 1
@@ -118,10 +120,12 @@ def cmd_run(args) -> int:
     if bench.source.description.startswith("demo"):
         print("no --data given: using the embedded demo photos (pass --data DIR for ILSVRC2012 val)")
     maps = bench.maps_stage()
+    print("maps:\n" + "\n".join(maps.lines()))
     for mid, reason in maps.not_applicable.items():
         print(f"  not applicable: {mid}: {reason}")
     bench.cfg.methods = maps.produced
     metrics = bench.metrics_stage()
+    print("metrics:\n" + "\n".join(metrics.lines()))
     paths = build_tables(bench.run_dir, bench.tag)
     _print_failures(maps, "maps")
     _print_failures(metrics, "metric")

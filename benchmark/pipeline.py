@@ -54,6 +54,12 @@ class StageReport:
     not_applicable: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     produced: list[str] = field(default_factory=list)  # every map id the stage covered (variants included)
+    already: dict[str, int] = field(default_factory=dict)  # images found done in the store (resumed)
+
+    def lines(self) -> list[str]:
+        return [f"  {key}: {n} computed, {self.already.get(key, 0)} already stored, {len(self.failed.get(key, {}))} "
+                f"failed" + (f" ({self.seconds[key]:.1f} s)" if key in self.seconds else "")
+                for key, n in self.computed.items()]
 
     @property
     def ok(self) -> bool:
@@ -207,6 +213,7 @@ class Benchmark:
         todo = [i for i in usable if missing[i]]
         report.computed[method.id], report.failed[method.id] = 0, {}
         report.produced.extend(oid for oid in method.output_ids if oid not in report.produced)
+        report.already[method.id] = len(usable) - len(todo)
         if not todo:
             return
         targets_all = store.read("clean", "target")
@@ -297,6 +304,7 @@ class Benchmark:
             if mst[i] == FAILED:
                 report.failed[key][self.source.names[i]] = "no map (the method failed on this image)"
         todo = [i for i in usable if mst[i] == DONE and st[i] != DONE]
+        report.already[key] = int(sum(st[i] == DONE for i in usable))
         if not todo:
             return
         t0 = time.perf_counter()

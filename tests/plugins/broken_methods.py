@@ -1,7 +1,5 @@
 """Test plugin: methods that misbehave on some images (NaN maps, exceptions) to test failure recording."""
 
-import torch
-
 from methods import Method, register_method
 
 

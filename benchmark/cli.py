@@ -92,6 +92,8 @@ def cmd_metrics(args) -> int:
     bench = Benchmark(_config(args))
     report = bench.metrics_stage()
     print("metrics:\n" + "\n".join(report.lines()))
+    for key, reason in report.not_applicable.items():
+        print(f"  not applicable: {key}: {reason}")
     _print_failures(report, "metric")
     print(f"CSV files in {bench.run_dir / 'csv'}")
     return 0 if report.ok else 1
@@ -126,6 +128,8 @@ def cmd_run(args) -> int:
     bench.cfg.methods = maps.produced
     metrics = bench.metrics_stage()
     print("metrics:\n" + "\n".join(metrics.lines()))
+    for key, reason in metrics.not_applicable.items():
+        print(f"  not applicable: {key}: {reason}")
     paths = build_tables(bench.run_dir, bench.tag)
     _print_failures(maps, "maps")
     _print_failures(metrics, "metric")

@@ -284,14 +284,43 @@ class Benchmark:
             targets_all = maps.read("clean", "target")
             for metric in metric_objs:
                 for mid in method_ids:
-                    self._score(metric, mid, maps, store, usable, targets_all, report)
-                    write_metric_csvs(self.run_dir / "csv", self.tag, metric, mid, store)
+                    if self._score(metric, mid, maps, store, usable, targets_all, report):
+                        write_metric_csvs(self.run_dir / "csv", self.tag, metric, mid, store)
         self._write_provenance()
         return report
 
+    def explainer_for(self, mid: str, maps: H5Store):
+        """``explainer(x, targets) -> [B,H,W]``: recompute the stored map ``mid`` with the same method class,
+        parameters and seed (for metrics that re-explain perturbed inputs). Raises NotApplicable for map ids
+        no registered method computes (imported maps, ablation maps)."""
+        attrs = maps.group_attrs(f"maps/{mid}")
+        cls = METHODS.get(mid)
+        if cls is None:
+            raise NotApplicable(f"no registered method computes {mid!r} on its own (imported or derived maps)")
+        method = cls(quick=self.profile.quick_methods, seed=self.cfg.seed)
+        method.batch_size = self.batch_size
+        stored = attrs.get("params")
+        if stored is not None and stored != method.params and attrs.get("produced_by") == mid:
+            raise NotApplicable(f"the stored maps of {mid} were made with other parameters ({stored})")
+        size = self.profile.image_size
+
+        def explain(x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return method.compute_all(self.model, x, targets, size)[mid]
+
+        explain.method = method
+        return explain
+
     def _score(self, metric: Metric, mid: str, maps: H5Store, store: H5Store, usable: list[int],
-               targets_all: np.ndarray, report: StageReport) -> None:
+               targets_all: np.ndarray, report: StageReport) -> bool:
+        """Score the maps of ``mid`` not yet scored; return False when the metric does not apply to them."""
         key = f"{metric.id}/{mid}"
+        explainer = None
+        if metric.needs_method:
+            try:
+                explainer = self.explainer_for(mid, maps)
+            except NotApplicable as err:
+                report.not_applicable[key] = str(err)
+                return False
         arrays = {"value": ((), "f8")}
         if metric.has_curve:
             arrays["curve"] = ((metric.curve_length,), "f4")
@@ -306,21 +335,45 @@ class Benchmark:
         todo = [i for i in usable if mst[i] == DONE and st[i] != DONE]
         report.already[key] = int(sum(st[i] == DONE for i in usable))
         if not todo:
-            return
+            return True
         t0 = time.perf_counter()
         bar = self._bar(len(todo), f"{metric.id} {mid}")
         step = max(1, self.batch_size // (metric.curve_length or 1))  # about one batch of passes per call
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
-            x = self.load_images(chunk)
-            m = torch.as_tensor(maps.read(f"maps/{mid}", "map", chunk), device=self.device)
-            t = torch.as_tensor(targets_all[chunk], device=self.device)
-            res = metric.compute(self.model, x, m, t)
-            store.write(key, chunk, **{k: v.cpu().numpy() for k, v in res.items()})
-            report.computed[key] += len(chunk)
+            for sub, res, errors in self._measure(metric, mid, chunk, maps, targets_all, explainer):
+                if sub:
+                    store.write(key, sub, **res)
+                    report.computed[key] += len(sub)
+                for i, reason in errors.items():
+                    store.fail(key, i, reason)
+                    report.failed[key][self.source.names[i]] = reason
             bar.update(len(chunk))
         bar.close()
         report.seconds[key] = time.perf_counter() - t0
+        return True
+
+    def _measure(self, metric: Metric, mid: str, chunk: list[int], maps: H5Store, targets_all: np.ndarray,
+                 explainer):
+        """Metric values for a chunk; a chunk that raises is retried image by image so one image fails alone."""
+        x = self.load_images(chunk)
+        m = torch.as_tensor(maps.read(f"maps/{mid}", "map", chunk), device=self.device)
+        t = torch.as_tensor(targets_all[chunk], device=self.device)
+        try:
+            res = metric.compute(self.model, x, m, t, explainer=explainer)
+            res = {k: v.detach().cpu().numpy() for k, v in res.items()}
+        except Exception as err:
+            if len(chunk) == 1:
+                yield [], None, {chunk[0]: f"{type(err).__name__}: {err}"}
+                return
+            for i in chunk:
+                yield from self._measure(metric, mid, [i], maps, targets_all, explainer)
+            return
+        finite = np.isfinite(res["value"])
+        good = [k for k in range(len(chunk)) if finite[k]]
+        errors = {chunk[k]: f"{metric.id} is not finite ({res['value'][k]})" for k in range(len(chunk))
+                  if not finite[k]}
+        yield [chunk[k] for k in good], {k: v[good] for k, v in res.items()}, errors
 
     # ----------------------------------------------------------------------------------------- outputs
     def _write_provenance(self) -> None:

@@ -3,6 +3,11 @@
 A metric is a :class:`Metric` subclass registered under an id. ``compute(model, x, maps, targets)`` takes a
 batch of normalised images [B,3,H,W], their maps [B,H,W] and target classes [B], and returns per-image values
 ``{"value": [B], "curve": [B,S]}`` (``curve`` only where there is one).
+
+A metric that must re-run the explanation (max-sensitivity) sets ``needs_method = True``; the harness then passes
+``explainer``: a callable ``explainer(x, targets) -> [B,H,W]`` maps of the scored method (same model, parameters
+and seed as the stored maps). Such a metric is not applicable to map ids that no registered method computes
+(imported npz maps, Poly-CAM ablation maps); the run reports them as not applicable.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Metric:
     description: ClassVar[str] = ""
     csv_prefix: ClassVar[str] = ""  # reference file names: <prefix>_auc_<model>_<method>.csv, <prefix>_details_...
     has_curve: ClassVar[bool] = False
+    needs_method: ClassVar[bool] = False  # compute() gets ``explainer`` (see the module docstring)
 
     def __init__(self, profile, batch_size: int = 32, seed: int = 0):
         self.profile = profile
@@ -38,15 +44,18 @@ class Metric:
     def curve_length(self) -> int:
         return 0
 
-    def cost(self, model) -> Cost:
+    def cost(self, model, method_cost: Cost | None = None) -> Cost:
+        """Model passes per image and map; ``method_cost`` is the scored method's cost (for needs_method)."""
         raise NotImplementedError
 
-    def compute(self, model, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def compute(self, model, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
+                explainer=None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def describe(self) -> dict:
         return {"id": self.id, "higher_is_better": self.higher_is_better, "description": self.description,
-                "params": self.params, "seed": self.seed}
+                "params": self.params, "seed": self.seed,
+                "needs_method": self.needs_method}
 
 
 METRICS: dict[str, type[Metric]] = {}

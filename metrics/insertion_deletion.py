@@ -83,11 +83,11 @@ class _PerturbationMetric(Metric):
     def curve_length(self) -> int:
         return self.profile.insdel_steps
 
-    def cost(self, model) -> Cost:
+    def cost(self, model, method_cost=None) -> Cost:
         return Cost(forward=float(self.profile.insdel_steps))
 
     @torch.no_grad()
-    def compute(self, model, x, maps, targets):
+    def compute(self, model, x, maps, targets, explainer=None):
         base = blur_baseline(x, self.profile.blur_kernel, self.profile.blur_sigma)
         curve = perturbation_curves(model.net, x, base, maps.to(x.device, torch.float32), targets,
                                     self.profile.insdel_steps, self.mode, self.batch_size)

@@ -83,17 +83,40 @@ RESNET50_LAYERS = {
 PRESETS = {"vgg16": (VGG16_LAYERS, "paper", None), "resnet50": (RESNET50_LAYERS, "reference", "fc")}
 
 
+class MBConv(nn.Module):
+    """One MBConv block of EfficientNet-Lite (no squeeze-excitation) with each phase its own named module:
+    ``expand`` (1x1 conv, BN, ReLU6; absent when the expansion ratio is 1), ``depthwise`` (kxk depthwise conv, BN,
+    ReLU6) and ``project`` (1x1 conv, BN: linear), plus the identity skip. The package calls one shared ReLU6 for
+    every phase, so a hook on it sees the last call only; here the rectified activations are hookable."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        if getattr(block, "has_se", False):
+            raise ModelError("EfficientNet-Lite blocks have no squeeze-excitation; this block has one")
+        args = block._block_args
+        if args.expand_ratio != 1:
+            self.expand = nn.Sequential(block._expand_conv, block._bn0, nn.ReLU6())
+        self.depthwise = nn.Sequential(block._depthwise_conv, block._bn1, nn.ReLU6())
+        self.project = nn.Sequential(block._project_conv, block._bn2)
+        self.skip = bool(args.id_skip and args.stride == 1 and args.input_filters == args.output_filters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.depthwise(self.expand(x) if hasattr(self, "expand") else x))
+        return y + x if self.skip else y
+
+
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (package ``efficientnet-lite-pytorch``) re-wrapped so every stage is its own module.
 
-    The package's network calls one shared ReLU6 for the stem and the head, so a hook on it sees the last call
-    only; here ``stem`` and ``head`` end with their own ReLU6 and the layers have stable, hookable names.
+    The package's network calls one shared ReLU6 everywhere, so a hook on it sees the last call only; here
+    ``stem``, ``head`` and each block's ``expand`` / ``depthwise`` phases end with their own ReLU6 and every layer
+    has a stable, hookable name (``blocks.3.expand``). Same weights, same function (eval mode).
     """
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
-        self.blocks = nn.Sequential(*net._blocks)
+        self.blocks = nn.Sequential(*[MBConv(b) for b in net._blocks])
         self.head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = net._dropout
@@ -186,6 +209,10 @@ def _torchvision_model(name: str, weights: str) -> tuple[nn.Module, str | None]:
 def load_model(name: str, weights: str = "imagenet", device: str | torch.device = "cpu", seed: int = 0,
                channels_last: bool = True) -> ModelBundle:
     """Build the model, load its weights (``imagenet``, ``random`` with ``seed``, or a state-dict file)."""
+    if name.startswith("calm_"):  # CALM models (methods/calm.py): calm_[em_|ml_]<backbone>, our or the authors' ckpt
+        from methods.calm import load_calm_model
+
+        return load_calm_model(name, weights, device, seed, channels_last)
     if weights == "random":
         torch.manual_seed(seed)
     if name in ("efficientnet_lite0", "efficientnet-lite0"):
@@ -224,12 +251,15 @@ _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d
 
 
 @torch.no_grad()
-def layer_resolutions(net: nn.Module, size: int = 224, device: torch.device | str = "cpu") -> list[tuple[str, int, int]]:
-    """(module name, H, W) of every module with a 4-D output, in the order the outputs are produced.
+def layer_resolutions(net: nn.Module, size: int = 224, device: torch.device | str = "cpu",
+                      with_sign: bool = False) -> list[tuple]:
+    """(module name, H, W) of every module with a 4-D output, in the order the outputs are produced; with
+    ``with_sign``, (name, H, W, non_negative): whether the output was >= 0 everywhere on the probe input (a seeded
+    standard-normal image; None on the meta device), i.e. whether the module ends with a rectifier.
 
     Left out: modules called more than once (a shared activation: a hook sees its last call only), modules whose
-    output is a pooling module's output (pools, and containers ending in one) and modules whose output is larger
-    than their input (padding, upsampling).
+    output is a pooling module's output (pools, and containers ending in one), pass-throughs (Identity) and
+    modules whose output is larger than their input (padding, upsampling).
     """
     calls: dict[str, int] = {}
     order: list[tuple[str, int, int]] = []
@@ -247,20 +277,24 @@ def layer_resolutions(net: nn.Module, size: int = 224, device: torch.device | st
             if any(out is p for p in pooled):
                 return
             x = _inp[0] if _inp and isinstance(_inp[0], torch.Tensor) else None
+            if isinstance(module, nn.Identity) or (out is x and not getattr(module, "inplace", False)):
+                return  # a pass-through (an Identity, however spelt): not a layer of its own
             if x is not None and x.ndim == 4 and (out.shape[-2] > x.shape[-2] or out.shape[-1] > x.shape[-1]):
                 return  # padding or upsampling: not a stage of the network
-            order.append((name, out.shape[-2], out.shape[-1]))
+            nonneg = None if out.device.type == "meta" else bool((out >= 0).all())
+            order.append((name, out.shape[-2], out.shape[-1], nonneg))
         return fn
 
     for name, module in net.named_modules():
         if name:
             handles.append(module.register_forward_hook(hook(name, module)))
     try:
-        net(torch.zeros(1, 3, size, size, device=device))
+        probe = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        net(probe.to(device))
     finally:
         for h in handles:
             h.remove()
-    return [(n, h, w) for n, h, w in order if calls[n] == 1]
+    return [(n, h, w, s) if with_sign else (n, h, w) for n, h, w, s in order if calls[n] == 1]
 
 
 def discover_layers(net: nn.Module, size: int = 224, device: torch.device | str = "cpu") -> list[str]:
@@ -270,10 +304,17 @@ def discover_layers(net: nn.Module, size: int = 224, device: torch.device | str 
     highest in the module tree (fewest dots in the name) and take the last one to run: the output of the stage
     at R (ResNet50: relu, layer1..layer4; VGG16: the ReLU before each max-pool). Resolutions that do not
     decrease along the network (padding layers, upsampling) are dropped.
+
+    A stage whose output is signed (a linear bottleneck: EfficientNet / MobileNet-v2 blocks end with a 1x1
+    projection and no activation) is replaced by its last rectified sub-module at the same resolution (the
+    block's depthwise ReLU6 output), because Poly-CAM's masks and weights are built for non-negative
+    activations like those of VGG16 and ResNet50. EfficientNet-Lite0 on the scikit-image cat (16-step deletion,
+    blurred baseline): the linear ``blocks.2/4/10`` gave PCAM+- a deletion AUC of 0.76, their depthwise outputs
+    0.62 (``scripts/probe_lite0_layers.py``).
     """
-    outs = layer_resolutions(net, size, device)
+    outs = layer_resolutions(net, size, device, with_sign=True)
     best: dict[tuple[int, int], tuple[int, int, str]] = {}  # resolution -> (depth, position, name)
-    for pos, (name, h, w) in enumerate(outs):
+    for pos, (name, h, w, _nonneg) in enumerate(outs):
         if not (1 < h <= size and 1 < w <= size):
             continue
         depth = name.count(".")
@@ -282,7 +323,10 @@ def discover_layers(net: nn.Module, size: int = 224, device: torch.device | str 
             best[(h, w)] = (depth, pos, name)
     picks = sorted(((pos, res, name) for res, (_d, pos, name) in best.items()))
     layers, last_res = [], None
-    for _pos, res, name in picks:
+    for pos, res, name in picks:
+        if outs[pos][3] is False:  # signed output: its last rectified sub-module at the same resolution
+            inner = [n for n, h, w, nonneg in outs[:pos] if n.startswith(name + ".") and (h, w) == res and nonneg]
+            name = inner[-1] if inner else name
         if last_res is None or (res[0] <= last_res[0] and res[1] <= last_res[1]):
             layers.append(name)
             last_res = res

@@ -64,7 +64,9 @@ class Method:
     needs_grad: ClassVar[bool] = False
     paper_params: ClassVar[dict[str, Any]] = {}
     quick_params: ClassVar[dict[str, Any]] = {}
-    variants: tuple[str, ...] = ()  # extra map ids derived in the same computation (may be a property)
+    # extra map ids derived in the same computation; may be a property that depends on the model (Poly-CAM's
+    # ablation ids follow its layer count): the harness calls check_applicable(model) before reading it
+    variants: tuple[str, ...] = ()
     batch_size: int = 32  # model inputs per forward pass; set by the harness (--batch-size)
 
     def __init__(self, quick: bool = False, seed: int = 0, **overrides: Any):

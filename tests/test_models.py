@@ -18,7 +18,7 @@ def test_pretrained_efficientnet_lite0_recognises_the_demo_photos(lite0):
         top = lite0.net(x).argmax(1).tolist()
     assert 281 <= top[0] <= 285  # a domestic cat class (tabby, tiger cat, Persian, Siamese, Egyptian)
     assert top[1] == 967  # espresso
-    assert lite0.polycam_layers == ["stem", "blocks.2", "blocks.4", "blocks.10", "head"]
+    assert lite0.polycam_layers == ["stem", "blocks.2.depthwise", "blocks.4.depthwise", "blocks.10.depthwise", "head"]
     assert lite0.last_conv == "head" and lite0.fc == "fc"
 
 

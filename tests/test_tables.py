@@ -1,0 +1,222 @@
+"""Tables from small hand-written CSV files: exact means, standard errors and image counts; published values beside
+ours (shown, never expected); missing methods and models reported; Tables 2-3, Table 5 and the randomisation
+summary; the `tables` command."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark import published as pub
+from benchmark.cli import main
+from benchmark.tables import build_results_tables, build_tables, mean_se, read_randomisation
+
+SQRT3 = np.sqrt(3.0)
+
+
+def write_values(path, values: dict) -> None:
+    """A ``,0`` CSV in the reference format: header ``,0``, rows ``name,value``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(",0\n" + "".join(f"{k},{v!r}\n" for k, v in values.items()))
+
+
+def write_curves(path, curves: dict) -> None:
+    s = len(next(iter(curves.values())))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("," + ",".join(map(str, range(s))) + "\n" +
+                    "".join(f"{k}," + ",".join(repr(float(x)) for x in v) + "\n" for k, v in curves.items()))
+
+
+def write_provenance(run_dir, tag, profile="quick", steps=16, layers=None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prov = {"protocol": {"profile": {"name": profile, "image_size": 224, "antialias": False, "insdel_steps": steps,
+                                     "blur_kernel": 11, "blur_sigma": 5.0}, "model": tag, "weights": "imagenet",
+                         "seed": 0},
+            "model": {"layer_sets": {"paper": layers or ["a1", "a2", "a3", "a4", "a5"]}, "polycam_preset": "paper"},
+            "data": "demo", "config": {"data": "demo", "image_list": None}}
+    (run_dir / "provenance.json").write_text(json.dumps(prov))
+
+
+def write_faith(csv, tag, method, ins: dict, dele: dict) -> None:
+    write_values(csv / f"ins_auc_{tag}_{method}.csv", ins)
+    write_values(csv / f"del_auc_{tag}_{method}.csv", dele)
+
+
+@pytest.fixture
+def results(tmp_path):
+    """results/quick with vgg16 (gradcam, pcampm, a plugin method) and resnet50 (gradcam only)."""
+    root = tmp_path / "quick"
+    csv = root / "vgg16" / "csv"
+    write_provenance(root / "vgg16", "vgg16", layers=["features.3", "features.8", "features.15", "features.22",
+                                                      "features.29"])
+    write_faith(csv, "vgg16", "gradcam", {"a.JPEG": 0.1, "b.JPEG": 0.3}, {"a.JPEG": 0.05, "b.JPEG": 0.15})
+    # pcampm: 3 insertion values, 2 deletion values -> Ins-Del over the 2 images having both
+    write_faith(csv, "vgg16", "pcampm", {"a.JPEG": 0.5, "b.JPEG": 0.7, "c.JPEG": 0.9}, {"a.JPEG": 0.2, "b.JPEG": 0.2})
+    write_faith(csv, "vgg16", "my_method", {"a.JPEG": 0.4}, {"a.JPEG": 0.1})
+    root2 = root / "resnet50"
+    write_provenance(root2, "resnet50")
+    write_faith(root2 / "csv", "resnet50", "gradcam", {"a.JPEG": 0.6, "b.JPEG": 0.6}, {"a.JPEG": 0.3, "b.JPEG": 0.1})
+    return root
+
+
+def test_mean_se_is_sample_std_over_sqrt_n():
+    assert mean_se([0.1, 0.3]) == (2, pytest.approx(0.2), pytest.approx(0.1))
+    n, m, se = mean_se([1.0, np.nan, 3.0, 5.0])  # non-finite values are not counted
+    assert (n, m) == (3, pytest.approx(3.0)) and se == pytest.approx(2.0 / SQRT3)
+    assert np.isnan(mean_se([0.4])[2]) and mean_se([])[0] == 0
+
+
+def test_table4_exact_means_se_n_and_paper_columns(results):
+    built = build_results_tables(results)
+    df = built["tables"]["table4"].data.set_index(["model", "method"])
+    g = df.loc[("vgg16", "gradcam")]
+    assert (g.n_ins, g.n_del, g.n_both) == (2, 2, 2)
+    assert (g.insertion, g.insertion_se) == (pytest.approx(0.2), pytest.approx(0.1))
+    assert (g.deletion, g.deletion_se) == (pytest.approx(0.1), pytest.approx(0.05))
+    assert (g.ins_del, g.ins_del_se) == (pytest.approx(0.1), pytest.approx(0.05))
+    p = df.loc[("vgg16", "pcampm")]
+    assert (p.n_ins, p.n_del, p.n_both) == (3, 2, 2)
+    assert (p.insertion, p.insertion_se) == (pytest.approx(0.7), pytest.approx(0.2 / SQRT3))
+    assert (p.deletion, p.deletion_se) == (pytest.approx(0.2), pytest.approx(0.0))
+    assert (p.ins_del, p.ins_del_se) == (pytest.approx(0.4), pytest.approx(0.1))  # 0.3, 0.5 per image
+    r = df.loc[("resnet50", "gradcam")]
+    assert (r.insertion, r.deletion, r.ins_del, r.ins_del_se) == (pytest.approx(0.6), pytest.approx(0.2),
+                                                                  pytest.approx(0.4), pytest.approx(0.1))
+    # published values sit beside ours, labelled as paper, and are not our numbers
+    assert (g.paper_insertion, g.paper_deletion, g.paper_ins_del) == pub.FAITHFULNESS["vgg16"]["gradcam"]
+    assert (r.paper_insertion, r.paper_deletion, r.paper_ins_del) == (0.65, 0.31, 0.35)
+    assert g.paper_insertion != pytest.approx(g.insertion)
+    assert np.isnan(df.loc[("vgg16", "my_method")].paper_insertion)
+    md = (results / "tables" / "faithfulness.md").read_text()
+    assert ("| gradcam | 2 | 0.200 ± 0.100 | 0.100 ± 0.050 | 0.100 ± 0.050 | 0.58 / 0.18 / 0.40 | 2 | 0.600 ± 0.000"
+            in md)
+    assert "| pcampm | 3/2/2 | 0.700 ± 0.115 |" in md
+    assert "| my_method | 1 | 0.400 | 0.100 | 0.300 |" in md  # n = 1: no SE
+    assert "VGG16 paper Ins / Del / Ins-Del" in md and "ResNet50 paper Ins / Del / Ins-Del" in md
+    assert "profile `quick`" in md and "16 insertion/deletion steps" in md
+    # paper rows we did not compute are shown with the published values and listed as missing
+    assert "| rise | 0 | - | - | - | 0.62 / 0.18 / 0.44 | 0 | - | - | - | 0.67 / 0.28 / 0.39 |" in md
+    t4 = built["tables"]["table4"]
+    assert any(m.startswith("vgg16: no insertion/deletion CSV for integratedgradient") for m in t4.missing)
+    assert any(m.startswith("resnet50:") and "pcampm" in m for m in t4.missing)
+    # Table 1 keeps the CAM-based rows; the plugin method is only in Table 4
+    t1 = built["tables"]["table1"].data
+    assert set(t1["method"]) == set(pub.TABLE1_METHODS) and "my_method" not in set(t1["method"])
+    for ext in ("csv", "md", "tex"):
+        assert (results / "tables" / f"table1_cam.{ext}").stat().st_size > 100
+    assert r"$\pm$" in (results / "tables" / "faithfulness.tex").read_text()
+
+
+def test_missing_models_and_tables_are_reported(tmp_path):
+    root = tmp_path / "paper"
+    write_faith(root / "vgg16" / "csv", "vgg16", "gradcam", {"a": 0.5}, {"a": 0.25})
+    built = build_results_tables(root)
+    t4 = built["tables"]["table4"]
+    assert "model resnet50: no results folder (one of the paper's two models)" in t4.missing
+    assert "profile unknown (no provenance.json)" in t4.notes[0]
+    assert any("Table 5" in m for m in built["missing"])
+    assert any("randomisation" in m for m in built["missing"])
+    assert any("Tables 2-3: vgg16" in m for m in built["missing"])
+    text = (root / "tables" / "tables.md").read_text()
+    assert "## Not built" in text and "Table 5" in text
+    # one model folder: its own tables, no complaint about the other paper model
+    single = build_tables(root / "vgg16", "vgg16")
+    assert single["markdown"] == root / "vgg16" / "tables" / "faithfulness.md"
+    assert single["table"].set_index("method").loc["gradcam", "ins_del"] == pytest.approx(0.25)
+    assert not any("resnet50" in m for m in single["tables"]["table4"].missing)
+
+
+def test_tables_2_3_from_ablation_csvs(results):
+    csv = results / "vgg16" / "csv"
+    # PCAM± after step k: insertion 0.1 k (step 5 = pcampm, already written above); CAM± on layer i: 0.05 i
+    for k in range(1, 5):
+        write_faith(csv, "vgg16", f"pcampm_step{k}", {"a.JPEG": 0.1 * k, "b.JPEG": 0.1 * k + 0.2},
+                    {"a.JPEG": 0.0, "b.JPEG": 0.0})
+    for i in range(1, 6):
+        write_faith(csv, "vgg16", f"campm_l{i}", {"a.JPEG": 0.05 * i}, {"a.JPEG": 0.01})
+    write_faith(csv, "vgg16", "pcampm_nolnorm", {"a.JPEG": 0.33}, {"a.JPEG": 0.11})
+    built = build_results_tables(results)
+    t = built["tables"]["ablation_vgg16"]
+    assert t.title == pub.TABLE2_TITLE
+    ids = [r[2] for r in t.rows]
+    assert ids == ["pcampm_step1", "pcampm_step2", "pcampm_step3", "pcampm_step4", "pcampm", "campm_l5", "campm_l4",
+                   "campm_l3", "campm_l2", "campm_l1", "pcampm_nolnorm"]
+    df = t.data.set_index("method")
+    assert df.loc["pcampm_step3", "insertion"] == pytest.approx(0.4)  # (0.3 + 0.5) / 2
+    assert df.loc["pcampm_step3", "insertion_se"] == pytest.approx(0.1)
+    assert df.loc["campm_l2", "insertion"] == pytest.approx(0.1) and df.loc["campm_l2", "n_ins"] == 1
+    assert df.loc["campm_l2", "ins_del"] == pytest.approx(0.09)
+    # layer names: ours from provenance, the paper's for the matching published row
+    assert df.loc["pcampm_step1", "layer"] == "features.29" and df.loc["pcampm_step1", "paper_layer"] == "block5_conv3"
+    assert tuple(df.loc["pcampm_step1", ["paper_insertion", "paper_deletion", "paper_ins_del"]]) == (0.60, 0.18, 0.42)
+    assert tuple(df.loc["campm_l1", ["paper_insertion", "paper_deletion", "paper_ins_del"]]) == (0.49, 0.23, 0.26)
+    assert np.isnan(df.loc["pcampm_nolnorm", "paper_insertion"])  # B.2 has no published number
+    assert any("PCAM+" in m for m in t.missing)  # pcamp ablations absent
+    md = (results / "tables" / "ablation_vgg16.md").read_text()
+    assert "| PCAM± | l5 features.29 | pcampm_step1 | 2 | 0.200 ± 0.100 |" in md
+
+
+def test_published_ablation_rows_are_consistent_with_table1():
+    """Transcription check: the last fusion step is Table 1's row, the first equals the deepest isolated layer."""
+    for tag in pub.MODELS:
+        for w in ("p", "m", "pm"):
+            assert pub.ABLATION[tag][f"pcam{w}"] == pub.FAITHFULNESS[tag][f"pcam{w}"]
+            assert pub.ABLATION[tag][f"pcam{w}_step1"] == pub.ABLATION[tag][f"cam{w}_l5"]
+        assert set(pub.SENSITIVITY[tag]) == set(pub.TABLE4_METHODS) - {"sscam"}
+
+
+def test_table5_from_sens_csvs(results):
+    write_values(results / "vgg16" / "csv" / "sens_vgg16_gradcam.csv", {"a.JPEG": 1.0, "b.JPEG": 3.0})
+    write_values(results / "vgg16" / "csv" / "sens_vgg16_pcampm.csv", {"a.JPEG": 0.5, "b.JPEG": 0.5, "c.JPEG": 2.0})
+    t = build_results_tables(results)["tables"]["table5"]
+    df = t.data.set_index(["model", "method"])
+    assert df.loc[("vgg16", "gradcam"), ["n", "max_sensitivity", "max_sensitivity_se"]].tolist() == \
+        [2, pytest.approx(2.0), pytest.approx(1.0)]
+    assert df.loc[("vgg16", "pcampm"), "max_sensitivity"] == pytest.approx(1.0)
+    assert df.loc[("vgg16", "pcampm"), "max_sensitivity_se"] == pytest.approx(0.5)
+    assert df.loc[("vgg16", "gradcam"), "paper_max_sensitivity"] == 0.0625
+    assert "resnet50: no max-sensitivity CSV (sens_resnet50_<method>.csv)" in t.missing
+    assert "| gradcam | 2 | 2.0000 ± 1.0000 | 0.0625 |" in t.markdown()
+
+
+def test_randomisation_summary(results):
+    rows = []
+    for conv, base in (("original_top1", 0.0), ("randomised_top1", 0.5)):
+        for img, off in (("a.JPEG", 0.1), ("b.JPEG", 0.3)):
+            for step, layer in ((1, "classifier.6"), (2, "features.28")):
+                v = base + off * step
+                rows.append({"image": img, "method": "gradcam", "convention": conv, "step": step, "layer": layer,
+                             "spearman": v, "spearman_abs": abs(v), "ssim": v / 2, "hog": v / 4})
+    pd.DataFrame(rows).to_csv(results / "vgg16" / "csv" / "randomisation_vgg16.csv", index=False)
+    t = build_results_tables(results)["tables"]["randomisation"]
+    df = t.data.set_index(["model", "method", "convention", "step"])
+    last = df.loc[("vgg16", "gradcam", "original_top1", 2)]
+    assert last["layer"] == "features.28" and last["n_spearman"] == 2
+    assert last["spearman"] == pytest.approx(0.4) and last["spearman_se"] == pytest.approx(0.2)  # 0.2, 0.6
+    assert last["ssim"] == pytest.approx(0.2) and last["hog"] == pytest.approx(0.1)
+    assert df.loc[("vgg16", "gradcam", "randomised_top1", 1), "spearman"] == pytest.approx(0.7)
+    assert t.rows[0][:5] == ["vgg16", "gradcam", "original_top1", "2 (features.28)", "2"]
+    assert t.rows[0][5] == "0.400 ± 0.200"
+    assert "resnet50: no randomisation_resnet50.csv" in t.missing
+
+
+def test_randomisation_csv_with_wrong_columns_is_refused(tmp_path):
+    path = tmp_path / "randomisation_vgg16.csv"
+    pd.DataFrame({"image": ["a"], "method": ["gradcam"], "step": [1]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="missing column.*convention"):
+        read_randomisation(path)
+
+
+def test_tables_command_all_models_and_one_model(results, capsys):
+    """The `tables` command in-process (the subprocess path is covered by test_cli)."""
+    assert main(["tables", "--profile", "quick", "--out", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert (results / "tables" / "faithfulness.csv").exists() and (results / "tables" / "tables.tex").exists()
+    assert "models: vgg16, resnet50" in out and "VGG16 Insertion" in out and "ResNet50 Insertion" in out
+    assert "Missing:" in out
+    assert main(["tables", "--model", "resnet50", "--profile", "quick", "--out", str(results)]) == 0
+    df = pd.read_csv(results / "resnet50" / "tables" / "faithfulness.csv")
+    assert set(df["model"]) == {"resnet50"}
+    assert main(["tables", "--profile", "paper", "--out", str(results / "nothing_here")]) == 2
+    assert "no results folder" in capsys.readouterr().err

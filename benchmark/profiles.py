@@ -19,6 +19,13 @@ class Profile:
     blur_kernel: int = 11  # Gaussian-blur baseline for insertion AND deletion
     blur_sigma: float = 5.0
     quick_methods: bool = False  # methods use their cheaper ``quick`` parameters
+    # Max-sensitivity (paper Appendix F: captum's defaults): K perturbations, uniform in an L-inf ball of radius r.
+    sens_perturbations: int = 10
+    sens_radius: float = 0.02
+    # Cascading randomisation sanity check (paper Appendix G, Figures 26-28 show 3 images): the first N images of
+    # the run, and the methods `run` checks (the paper's Poly-CAM variants, Grad-CAM as the usual reference).
+    sanity_images: int = 8
+    sanity_methods: tuple[str, ...] = ("pcampm", "pcamp", "pcamm", "gradcam")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -26,7 +33,10 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile("paper"),
-    "quick": Profile("quick", insdel_steps=16, quick_methods=True),
+    # quick only: 3 perturbations instead of 10; the sanity check on 2 images with Grad-CAM alone (one backward
+    # per map: Poly-CAM's thousands of masked passes per map times every layer of the network are GPU work).
+    "quick": Profile("quick", insdel_steps=16, quick_methods=True, sens_perturbations=3, sanity_images=2,
+                     sanity_methods=("gradcam",)),
 }
 
 

@@ -1,0 +1,112 @@
+r"""Remove-and-classify (CALM paper; the authors' ``eval_remove_classify.py``), usable for every method.
+
+For each fraction ``k`` in (0.1, 0.3, 0.5, 0.7, 0.9) of the H*W pixels, ``n_k = int(k H W)`` pixels of the
+normalised image are set to the zero baseline (zero in normalised space = the dataset mean colour), once the
+``n_k`` most attributed pixels of the map (descending order, stable sort: ties in raster order; the reference uses
+``torch.topk``, whose tie order is unspecified) and once ``n_k`` pixels drawn at random. An image counts as
+correct when the model's top-1 class on the erased image equals the explained class (the clean top-1).
+
+The dataset score per ``k`` is the ratio (lower is better: the map found what the model needs)
+
+    ratio_k = sum_images correct_topk(k) / sum_images correct_random(k)
+
+Per-image storage (the Metric contract): ``curve`` = the 10 correctness bits
+``[topk(0.1), ..., topk(0.9), random(0.1), ..., random(0.9)]`` and ``value`` = mean_k (topk(k) - random(k))
+(lower is better). :func:`ratios_from_curves` turns stored curves into the ratios.
+
+Random pixels of image ``b`` for fraction index ``j``: ``torch.randperm(H*W)`` on a CPU generator seeded with
+:func:`metrics.sensitivity.noise_seed` ``(seed, sha256 of the normalised float32 image, j)``: a function of the
+run's seed, the image and ``k`` alone (not of the batch).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from methods.base import Cost
+
+from .base import Metric, MetricError, register_metric
+from .sensitivity import image_key, noise_seed
+
+ERASE_K = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def topk_masks(maps: torch.Tensor, ks=ERASE_K) -> torch.Tensor:
+    """[B, K, H, W] bool: True where pixels are erased (the ``int(k H W)`` highest of each map)."""
+    b, h, w = maps.shape
+    order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(h * w, device=maps.device).expand_as(order))
+    n = torch.tensor([int(k * h * w) for k in ks], device=maps.device)
+    return (ranks[:, None, :] < n[None, :, None]).view(b, len(ks), h, w)
+
+
+def random_masks(x: torch.Tensor, seed: int, ks=ERASE_K) -> torch.Tensor:
+    """[B, K, H, W] bool: ``int(k H W)`` random pixels per image and k (see the module docstring)."""
+    b, _, h, w = x.shape
+    out = torch.zeros(b, len(ks), h * w, dtype=torch.bool)
+    for i in range(b):
+        key = image_key(x[i])
+        for j, k in enumerate(ks):
+            gen = torch.Generator(device="cpu").manual_seed(noise_seed(seed, key, j))
+            out[i, j, torch.randperm(h * w, generator=gen)[: int(k * h * w)]] = True
+    return out.view(b, len(ks), h, w).to(x.device)
+
+
+@torch.no_grad()
+def erased_correct(net: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor,
+                   batch_size: int) -> torch.Tensor:
+    """[B, K] float 0/1: top-1 of ``net`` on ``x`` with ``masks`` pixels set to 0 equals ``targets``."""
+    b, kk = masks.shape[:2]
+    out = torch.empty(b * kk, device=x.device)
+    for start in range(0, b * kk, batch_size):
+        idx = torch.arange(start, min(start + batch_size, b * kk), device=x.device)
+        img, j = idx // kk, idx % kk
+        inputs = torch.where(masks[img, j][:, None], torch.zeros((), device=x.device, dtype=x.dtype), x[img])
+        pred = net(inputs.contiguous(memory_format=torch.channels_last)).argmax(dim=1)
+        out[start:start + len(idx)] = (pred == targets[img]).float()
+    return out.view(b, kk)
+
+
+def ratios_from_curves(curves, ks=ERASE_K) -> dict[float, float]:
+    """{k: sum topk-correct / sum random-correct} from stored [N, 2K] curves (NaN when no random-erased image
+    is classified correctly)."""
+    c = torch.as_tensor(curves, dtype=torch.float64)
+    if c.ndim != 2 or c.shape[1] != 2 * len(ks):
+        raise MetricError(f"remove-and-classify curves must be [N, {2 * len(ks)}], not {tuple(c.shape)}")
+    top, rnd = c[:, : len(ks)].sum(0), c[:, len(ks):].sum(0)
+    return {k: (top[j] / rnd[j]).item() if rnd[j] > 0 else float("nan") for j, k in enumerate(ks)}
+
+
+@register_metric
+class RemoveAndClassify(Metric):
+    id = "remove_classify"
+    higher_is_better = False
+    has_curve = True
+    csv_prefix = "rc"
+    description = ("remove-and-classify (CALM): top-1 kept after erasing the top-k attributed pixels vs k random "
+                   "pixels (zero baseline), k = 0.1..0.9; dataset ratio sum(top-k)/sum(random), lower is better")
+
+    @property
+    def params(self) -> dict:
+        return {"k": list(ERASE_K), "baseline": "zero in normalised space (mean colour)",
+                "correct": "top-1 after erasure == clean top-1 (the explained class)",
+                "curve": "[topk correct (5 k), random correct (5 k)]", "value": "mean_k (topk - random)",
+                "ranking": "descending, stable (ties in raster order)",
+                "random": "randperm on a CPU generator seeded by noise_seed(seed, sha256(image), k index)"}
+
+    @property
+    def curve_length(self) -> int:
+        return 2 * len(ERASE_K)
+
+    def cost(self, model, method_cost=None) -> Cost:
+        return Cost(forward=float(2 * len(ERASE_K)))
+
+    @torch.no_grad()
+    def compute(self, model, x, maps, targets, explainer=None):
+        if maps.shape != (x.shape[0], *x.shape[-2:]):
+            raise MetricError(f"maps of shape {tuple(maps.shape)} do not match images {tuple(x.shape)}")
+        masks = torch.cat([topk_masks(maps.to(x.device, torch.float32)), random_masks(x, self.seed)], dim=1)
+        curve = erased_correct(model.net, x, masks, targets, self.batch_size)
+        k = len(ERASE_K)
+        return {"value": (curve[:, :k] - curve[:, k:]).mean(dim=1), "curve": curve}

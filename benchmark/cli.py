@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   python -m benchmark run --model efficientnet_lite0 --profile quick          # offline demo, a few minutes on CPU
   python -m benchmark run --model vgg16 --data /data/ILSVRC2012/val          # the paper run (GPU work)
   python -m benchmark run --model vgg16 --weights vgg16-397923af.pth --limit 50 --methods gradcam
+  python -m benchmark sanity --model vgg16 --methods pcampm,gradcam --images 3  # cascading randomisation
   python -m benchmark methods                                                  # what can be computed
 """
 
@@ -47,11 +48,31 @@ def _common(p: argparse.ArgumentParser, methods: bool = True, metrics: bool = Tr
     g.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     g.add_argument("--batch-size", type=int, default=None, help="model inputs per forward pass, the memory "
                    "bound (default: 32 on CPU, 128 on GPU)")
+    g.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"], help="fp32 (the paper "
+                   "protocol, default), tf32 (CUDA matmuls/convolutions in TF32) or bf16 (autocast); recorded in the "
+                   "protocol, never mixed in one store")
+    g.add_argument("--cache-gb", type=float, default=None, help="device memory for decoded images and blurred "
+                   "baselines, each computed once per stage (default: 4)")
     g.add_argument("--skip-bad-images", action="store_true", help="run on the readable images and record the "
                    "others, instead of stopping")
     g.add_argument("--plugin", action="append", default=[], help="a .py file or module that registers methods "
                    "(repeatable)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _scale(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale-out (README: Scale-out)")
+    g.add_argument("--executor", default="local", choices=["local", "ray"], help="local (default: in this "
+                   "process) or ray (Ray tasks: one GPU each on CUDA, else --threads CPUs each)")
+    g.add_argument("--ray-address", default=None, help="auto or HOST:PORT of a running Ray cluster (default: "
+                   "start a local Ray with --workers workers)")
+    g.add_argument("--workers", type=int, default=None, help="workers of a local Ray (default: the CPU count, "
+                   "or the GPU count on CUDA)")
+    g.add_argument("--shards", type=int, default=None, help="image shards per method (default: --workers, or 1);"
+                   " several shards go through shard stores and a merge")
+    g.add_argument("--shard", default=None, metavar="I/N", help="compute only shard I of N (0-based; e.g. one "
+                   "Slurm array job each), then `merge`")
+    g.add_argument("--threads", type=int, default=None, help="torch threads per task (default: 1 with Ray)")
 
 
 def _config(args):
@@ -61,7 +82,11 @@ def _config(args):
                      limit=args.limit, methods=_csv_list(getattr(args, "methods", None)),
                      metrics=_csv_list(getattr(args, "metrics", None)), out=args.out, device=args.device,
                      profile=args.profile, seed=args.seed, batch_size=args.batch_size,
-                     skip_bad_images=args.skip_bad_images, plugins=args.plugin, progress=not args.no_progress)
+                     skip_bad_images=args.skip_bad_images, plugins=args.plugin, progress=not args.no_progress,
+                     precision=args.precision, cache_gb=args.cache_gb,
+                     **{k: getattr(args, k) for k in ("executor", "ray_address", "workers", "shard", "threads")
+                        if hasattr(args, k)},
+                     shards=getattr(args, "shards", None) or getattr(args, "workers", None))
 
 
 def _print_failures(report, what: str) -> None:
@@ -72,10 +97,33 @@ def _print_failures(report, what: str) -> None:
             print(f"  ... and {len(failed) - 10} more failures of {key}", file=sys.stderr)
 
 
+def _dry_run(bench, command: str) -> int:
+    """``--dry-run``: print the passes of each stage and an ETA from a short calibration; compute nothing."""
+    from .costs import dry_run
+
+    stages = {"maps": ("maps",), "metrics": ("metrics",), "run": ("maps", "metrics")}[command]
+    map_ids = None
+    if command == "metrics":
+        map_ids = bench.cfg.methods
+        if map_ids is None and (bench.run_dir / "maps.h5").is_file():
+            with bench.open_maps(mode="r") as store:
+                map_ids = store.groups("maps")
+        if map_ids is None:
+            raise ValueError(f"no maps stored in {bench.run_dir}: give --methods for the dry run of metrics")
+    dry_run(bench, stages, map_ids)
+    return 0
+
+
 def cmd_maps(args) -> int:
     from .pipeline import Benchmark
 
     bench = Benchmark(_config(args))
+    if args.dry_run:
+        return _dry_run(bench, "maps")
+    if bench.cfg.sharded:
+        from .executor import cli_command
+
+        return cli_command(bench, "maps")
     print(f"data: {bench.source.description}; {len(bench.indices)} image(s); profile {bench.profile.name}; "
           f"results in {bench.run_dir}")
     report = bench.maps_stage()
@@ -90,6 +138,12 @@ def cmd_metrics(args) -> int:
     from .pipeline import Benchmark
 
     bench = Benchmark(_config(args))
+    if args.dry_run:
+        return _dry_run(bench, "metrics")
+    if bench.cfg.sharded:
+        from .executor import cli_command
+
+        return cli_command(bench, "metrics")
     report = bench.metrics_stage()
     print("metrics:\n" + "\n".join(report.lines()))
     for key, reason in report.not_applicable.items():
@@ -101,22 +155,44 @@ def cmd_metrics(args) -> int:
 
 def cmd_tables(args) -> int:
     from .pipeline import model_tag
-    from .tables import build_tables
+    from .tables import build_results_tables, build_tables
 
-    tag = model_tag(args.model, args.weights)
-    run_dir = Path(args.out or Path("results") / args.profile) / tag
-    paths = build_tables(run_dir, tag)
-    print(paths["markdown"].read_text())
-    print(f"tables written to {paths['csv'].parent}")
+    out = Path(args.out or Path("results") / args.profile)
+    if args.model:
+        tag = model_tag(args.model, args.weights)
+        built = build_tables(out / tag, tag)
+    else:
+        built = build_results_tables(out)
+        print("models: " + ", ".join(r.tag for r in built["runs"]))
+    print(built["markdown"].read_text())
+    print(f"tables (CSV, Markdown, LaTeX) written to {built['markdown'].parent}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .pipeline import model_tag
+    from .report import build_report
+
+    out = Path(args.out or Path("results") / args.profile)
+    target = out / model_tag(args.model, args.weights) if args.model else out
+    path = build_report(target, n_map_images=args.images)
+    print(f"report: {path} (and {path.with_suffix('.html').name}; figures in {path.parent / 'figures'})")
     return 0
 
 
 def cmd_run(args) -> int:
     from .pipeline import Benchmark
+    from .report import build_report
     from .tables import build_tables
 
     t0 = time.perf_counter()
     bench = Benchmark(_config(args))
+    if args.dry_run:
+        return _dry_run(bench, "run")
+    if bench.cfg.sharded:
+        from .executor import cli_command
+
+        return cli_command(bench, "run")
     print(f"data: {bench.source.description}; {len(bench.indices)} image(s); profile {bench.profile.name}; "
           f"device {bench.device}; results in {bench.run_dir}")
     if bench.source.description.startswith("demo"):
@@ -130,14 +206,62 @@ def cmd_run(args) -> int:
     print("metrics:\n" + "\n".join(metrics.lines()))
     for key, reason in metrics.not_applicable.items():
         print(f"  not applicable: {key}: {reason}")
+    sanity = _sanity_in_run(bench, maps.produced)
     paths = build_tables(bench.run_dir, bench.tag)
     _print_failures(maps, "maps")
     _print_failures(metrics, "metric")
+    if sanity is not None:
+        _print_failures(sanity, "sanity check")
     print()
     print(paths["markdown"].read_text())
+    try:
+        report = build_report(bench.run_dir.parent)
+    except (ValueError, OSError) as err:  # everything computed is stored: say why, keep the run's exit status
+        report = None
+        print(f"the report could not be built ({err}); fix it and run `python -m benchmark report`", file=sys.stderr)
     print(f"done in {time.perf_counter() - t0:.0f} s. Tables: {paths['markdown']}; CSV: {bench.run_dir / 'csv'}; "
           f"maps: {bench.run_dir / 'maps.h5'}")
-    return 0 if maps.ok and metrics.ok else 1
+    if report is not None:
+        print(f"report (every table and figure of the models in {bench.run_dir.parent}): {report}")
+    return 0 if maps.ok and metrics.ok and (sanity is None or sanity.ok) else 1
+
+
+def _print_sanity(rep) -> None:
+    print("sanity check (cascading randomisation):\n" + "\n".join(rep.lines()))
+    for mid, reason in rep.not_applicable.items():
+        print(f"  not applicable: {mid}: {reason}")
+    if rep.csv is not None:
+        print(f"  {len(rep.layers)} layers randomised; similarities: {rep.csv}; classes: {rep.targets_csv}; "
+              f"parameters: {rep.params_json}")
+    for fig in rep.figures:
+        print(f"  figure: {fig}")
+
+
+def _sanity_in_run(bench, produced: list[str]):
+    """The sanity stage of `run`: the profile's ``sanity_methods`` among the methods the run computed."""
+    from .sanity import sanity_stage
+
+    ids = [m for m in bench.profile.sanity_methods if m in produced]
+    if not ids:
+        print(f"sanity check: skipped (none of the profile's sanity methods {', '.join(bench.profile.sanity_methods)}"
+              " was computed); `python -m benchmark sanity --methods ID,...` checks any method")
+        return None
+    rep = sanity_stage(bench, methods=ids)
+    _print_sanity(rep)
+    return rep
+
+
+def cmd_sanity(args) -> int:
+    from .pipeline import Benchmark
+    from .sanity import sanity_stage
+
+    bench = Benchmark(_config(args))
+    print(f"data: {bench.source.description}; profile {bench.profile.name}; results in {bench.run_dir}")
+    rep = sanity_stage(bench, methods=_csv_list(args.methods), n_images=args.images,
+                       conventions=_csv_list(args.conventions))
+    _print_sanity(rep)
+    _print_failures(rep, "sanity check")
+    return 0 if rep.ok else 1
 
 
 def cmd_methods(args) -> int:
@@ -200,26 +324,74 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    from .executor import cli_merge
+    from .pipeline import Benchmark
+
+    return cli_merge(Benchmark(_config(args)))
+
+
+def cmd_status(args) -> int:
+    from .status import status_text
+
+    print(status_text(args.folder, verify=not args.no_verify))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmark", description="Saliency-map benchmark: maps, "
                                 "insertion/deletion and the Poly-CAM paper's tables.", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("run", help="maps, then metrics, then tables")
+    s = sub.add_parser("run", help="maps, then metrics, then tables and the report")
     _common(s)
+    _scale(s)
     s.set_defaults(func=cmd_run)
     s = sub.add_parser("maps", help="compute and store saliency maps")
     _common(s, metrics=False)
+    _scale(s)
     s.set_defaults(func=cmd_maps)
     s = sub.add_parser("metrics", help="score stored maps; write the CSV files")
     _common(s)
+    _scale(s)
     s.set_defaults(func=cmd_metrics)
-    s = sub.add_parser("tables", help="rebuild the tables from the CSV files alone")
-    s.add_argument("--model", default="vgg16")
-    s.add_argument("--weights", default="imagenet")
-    s.add_argument("--out", default=None)
-    s.add_argument("--profile", default="paper", choices=["paper", "quick"])
-    s.set_defaults(func=cmd_tables)
+    s = sub.add_parser("sanity", help="cascading-randomisation sanity check: maps of every method on the network "
+                       "randomised layer by layer from the top, their similarity to the trained one (CSV, figures)")
+    _common(s, metrics=False)
+    s.add_argument("--images", type=int, default=None, help="the first N usable images of the run (default: the "
+                   "profile's sanity_images: paper 8, quick 2)")
+    s.add_argument("--conventions", default=None, help="original_top1 (explain the trained model's class, Adebayo "
+                   "et al.), randomised_top1 (the randomised model's own top-1, the Poly-CAM reference code), or "
+                   "both comma-separated (default: both)")
+    s.set_defaults(func=cmd_sanity)
+    for name in ("run", "maps", "metrics"):
+        sub.choices[name].add_argument("--dry-run", action="store_true", help="print the model passes of each "
+                                       "stage and an ETA from a short calibration of the model, then stop")
+    s = sub.add_parser("perf", help="images/s, passes/s and efficiency of methods and metrics against the model's "
+                       "limit, and the speed-up over the peer libraries (JSON with --out)")
+    from .perf import add_arguments as _perf_arguments
+
+    _perf_arguments(s)
+    s.set_defaults(func=lambda a: __import__("benchmark.perf", fromlist=["main"]).main(a))
+    s = sub.add_parser("merge", help="merge finished shard stores into maps.h5 / metrics.h5, CSV files, tables")
+    _common(s)
+    s.set_defaults(func=cmd_merge)
+    s = sub.add_parser("status", help="what a results folder holds: done, missing, failed (with the reason)")
+    s.add_argument("folder", nargs="?", default="results", help="a run folder or a folder of them (default: "
+                   "results)")
+    s.add_argument("--no-verify", action="store_true", help="do not re-hash the shard files (faster)")
+    s.set_defaults(func=cmd_status)
+    for name, func, what in (("tables", cmd_tables, "rebuild the paper's tables from the CSV files alone"),
+                             ("report", cmd_report, "write report.md/.html: every table and figure of a run")):
+        s = sub.add_parser(name, help=what)
+        s.add_argument("--model", default=None, help="one model folder (default: every model folder in the "
+                       "results folder, side by side)")
+        s.add_argument("--weights", default="imagenet", help="with --model: random selects <model>-random")
+        s.add_argument("--out", default=None, help="results folder (default: results/<profile>)")
+        s.add_argument("--profile", default="paper", choices=["paper", "quick"])
+        if name == "report":
+            s.add_argument("--images", type=int, default=4, help="images in the side-by-side map figure")
+        s.set_defaults(func=func)
     s = sub.add_parser("methods", help="list the registered methods")
     s.add_argument("--plugin", action="append", default=[])
     s.add_argument("--json", action="store_true")
@@ -235,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", help="npz files")
     s.add_argument("--method", default=None, help="method id for the maps (default: from the file name)")
     s.set_defaults(func=cmd_import)
+    s = sub.add_parser("train-calm", help="train a CALM-EM or CALM-ML model on an ImageFolder dataset (resumable)")
+    from .calm_train import add_arguments as _calm_arguments
+
+    _calm_arguments(s)
+    s.set_defaults(func=lambda a: __import__("benchmark.calm_train", fromlist=["main"]).main(a))
     return p
 
 

@@ -5,6 +5,7 @@ Every stage skips what the stores already hold, so a killed run started again co
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ from methods.base import METHODS, Method, MethodError, NotApplicable, get_method
 from metrics.base import Metric, get_metric_class
 
 from . import data as data_mod
+from . import precision as precision_mod
 from .csvio import write_metric_csvs
+from .imagecache import ImageCache
 from .models import ModelBundle, load_model
 from .profiles import get_profile
 from .provenance import environment, file_sha256
@@ -43,6 +46,20 @@ class RunConfig:
     skip_bad_images: bool = False
     plugins: list[str] = field(default_factory=list)
     progress: bool = True
+    # scale-out (benchmark/executor.py): executor local|ray, shards per method, or one shard "i/n" of a split
+    executor: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
+    shards: int | None = None
+    shard: str | None = None
+    threads: int | None = None  # torch threads per task (Ray default 1)
+    precision: str = "fp32"  # fp32 (paper) | tf32 | bf16: benchmark/precision.py
+    cache_gb: float | None = None  # device memory for decoded images and blurred baselines (default: 4 GB)
+
+    @property
+    def sharded(self) -> bool:
+        """Work goes through shard stores and a merge (Ray, several shards, or one shard of a split)."""
+        return self.executor != "local" or bool(self.shard) or (self.shards or 1) > 1
 
 
 @dataclass
@@ -103,6 +120,9 @@ class Benchmark:
             raise ValueError("--limit must be >= 1")
         self.indices = list(range(min(n, cfg.limit) if cfg.limit else n))
         self._model: ModelBundle | None = None
+        self.precision = precision_mod.check_precision(cfg.precision)
+        precision_mod.configure(self.precision, self.device)
+        self._cache: ImageCache | None = None
 
     # ----------------------------------------------------------------------------------------- basics
     @property
@@ -114,7 +134,7 @@ class Benchmark:
     def protocol(self) -> dict:
         """What must be equal for results to be mixed in one store."""
         return {"profile": self.profile.as_dict(), "model": self.tag, "weights": self.cfg.weights,
-                "seed": self.cfg.seed}
+                "seed": self.cfg.seed, "precision": self.precision}
 
     def provenance(self) -> dict:
         src = self.source
@@ -157,11 +177,42 @@ class Benchmark:
             tqdm.write(f"skipping {skipped} bad image(s), recorded in {store.path} (image_status, image_error)")
         return usable
 
-    def load_images(self, indices: list[int]) -> torch.Tensor:
-        """Normalised [B,3,224,224] images on the device."""
+    def _decode(self, indices: list[int]) -> torch.Tensor:
+        """Normalised [B,3,224,224] images on the CPU (PIL decode, resize, the model's normalisation)."""
         x = torch.stack([data_mod.preprocess(self.source.open(self.source.names[i]), self.profile.image_size,
                                              self.profile.antialias) for i in indices])
-        return self.model.normalize(x.to(self.device))
+        return self.model.normalize(x)
+
+    def load_images(self, indices: list[int]) -> torch.Tensor:
+        """Normalised [B,3,224,224] images on the device (from the stage's image cache when one is open)."""
+        if self._cache is not None:
+            return self._cache.images(indices)
+        return self._decode(indices).to(self.device)
+
+    def prefetch(self, indices: list[int]) -> None:
+        """Decode the next chunk in the background while the model works on this one."""
+        if self._cache is not None and indices:
+            self._cache.prefetch(indices)
+
+    @contextlib.contextmanager
+    def image_cache(self):
+        """For a stage: every image decoded once, derived inputs (the blur) computed once, next chunk prefetched."""
+        if self._cache is not None:
+            yield self._cache
+            return
+        gb = 4.0 if self.cfg.cache_gb is None else self.cfg.cache_gb
+        if gb < 0:
+            raise ValueError("--cache-gb must be >= 0")
+        self._cache = ImageCache(self._decode, self.device, int(gb * 2**30))
+        try:
+            yield self._cache
+        finally:
+            self.image_counters = dict(self._cache.counters)
+            self._cache.close()
+            self._cache = None
+
+    def autocast(self):
+        return precision_mod.autocast(self.precision, self.device)
 
     def ensure_targets(self, store: H5Store, usable: list[int]) -> None:
         """One clean forward pass per image: the explained class (top-1) and its probability."""
@@ -175,7 +226,9 @@ class Benchmark:
         bar = self._bar(len(todo), "clean forward (targets)")
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
-            cls, prob = predict(self.model.net, self.load_images(chunk), self.batch_size)
+            self.prefetch(todo[start + self.batch_size:start + 2 * self.batch_size])
+            with self.autocast():
+                cls, prob = predict(self.model.net, self.load_images(chunk), self.batch_size)
             store.write("clean", chunk, target=cls.cpu().numpy(), prob=prob.cpu().numpy())
             bar.update(len(chunk))
         bar.close()
@@ -221,43 +274,59 @@ class Benchmark:
         bar = self._bar(len(todo), f"maps {method.id}")
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
+            self.prefetch(todo[start + self.batch_size:start + 2 * self.batch_size])
             for sub, maps, errors in self._explain(method, chunk, targets_all):
-                if sub:
-                    for oid, group in groups.items():
-                        store.write(group, sub, map=maps[oid])
-                    report.computed[method.id] += len(sub)
-                for i, reason in errors.items():
-                    for group in groups.values():
+                done_all = set(sub)
+                for oid, group in groups.items():
+                    bad = errors.get(oid, {})
+                    rows = [k for k, i in enumerate(sub) if i not in bad]
+                    if rows:
+                        store.write(group, [sub[k] for k in rows], map=maps[oid][rows])
+                    for i, reason in bad.items():
                         store.fail(group, i, reason)
-                    report.failed[method.id][self.source.names[i]] = reason
+                        if oid == method.id or i not in sub:
+                            report.failed[method.id][self.source.names[i]] = reason
+                        if oid == method.id:
+                            done_all.discard(i)
+                        elif i in sub:
+                            report.failed.setdefault(oid, {})[self.source.names[i]] = reason
+                report.computed[method.id] += len(done_all)
             bar.update(len(chunk))
         bar.close()
         report.seconds[method.id] = time.perf_counter() - t0
 
     def _explain(self, method: Method, chunk: list[int], targets_all: np.ndarray):
-        """Maps for a chunk; a chunk that raises is retried image by image so one bad image fails alone."""
+        """Yield ``(images, {oid: maps}, {oid: {image: reason}})`` for a chunk. A chunk that raises is retried
+        image by image so one bad image fails alone (for every output); a map that is NaN, infinite or constant
+        fails for its own output id only (a constant Poly-CAM ablation map does not fail the PCAM+- map)."""
         x = self.load_images(chunk)
         t = torch.as_tensor(targets_all[chunk], device=self.device)
         try:
-            maps = {k: v.cpu().numpy() for k, v in method.compute_all(self.model, x, t, self.profile.image_size).items()}
+            with self.autocast():
+                maps = method.compute_all(self.model, x, t, self.profile.image_size)
+            maps = {k: v.float().cpu().numpy() for k, v in maps.items()}
         except Exception as err:
             if len(chunk) == 1:
-                yield [], None, {chunk[0]: f"{type(err).__name__}: {err}"}
+                reason = f"{type(err).__name__}: {err}"
+                yield [], None, {oid: {chunk[0]: reason} for oid in method.output_ids}
                 return
             for i in chunk:
                 yield from self._explain(method, [i], targets_all)
             return
-        finite = np.ones(len(chunk), bool)
-        for m in maps.values():
-            finite &= np.isfinite(m).all(axis=(1, 2))
-        good = [k for k in range(len(chunk)) if finite[k]]
-        errors = {chunk[k]: "map contains NaN or infinite values" for k in range(len(chunk)) if not finite[k]}
-        yield [chunk[k] for k in good], {oid: m[good] for oid, m in maps.items()}, errors
+        errors: dict[str, dict[int, str]] = {}
+        for oid, m in maps.items():
+            finite = np.isfinite(m).all(axis=(1, 2))
+            constant = finite & (m.max(axis=(1, 2)) == m.min(axis=(1, 2)))
+            bad = {chunk[k]: "map contains NaN or infinite values" for k in np.flatnonzero(~finite)}
+            bad.update({chunk[k]: "constant map (no ranking)" for k in np.flatnonzero(constant)})
+            if bad:
+                errors[oid] = bad
+        yield list(chunk), maps, errors
 
     def maps_stage(self) -> StageReport:
         report = StageReport()
         methods = self.make_methods(self.cfg.methods, report)
-        with self.lock(), self.open_maps() as store:
+        with self.lock(), self.open_maps() as store, self.image_cache():
             usable = self.check_images(store)
             self.ensure_targets(store, usable)
             # Methods deriving several maps run first: the ones they also produce are then already stored.
@@ -272,7 +341,7 @@ class Benchmark:
         metric_ids = self.cfg.metrics or list(DEFAULT_METRICS)
         metric_objs: list[Metric] = [get_metric_class(m)(self.profile, self.batch_size, self.cfg.seed)
                                      for m in metric_ids]
-        with self.lock(), self.open_maps() as maps, self.open_metrics() as store:
+        with self.lock(), self.open_maps() as maps, self.open_metrics() as store, self.image_cache():
             usable = self.check_images(maps)
             self.ensure_targets(maps, usable)
             stored = maps.groups("maps")
@@ -341,6 +410,7 @@ class Benchmark:
         step = max(1, self.batch_size // (metric.curve_length or 1))  # about one batch of passes per call
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
+            self.prefetch(todo[start + step:start + 2 * step])
             for sub, res, errors in self._measure(metric, mid, chunk, maps, targets_all, explainer):
                 if sub:
                     store.write(key, sub, **res)
@@ -359,8 +429,15 @@ class Benchmark:
         x = self.load_images(chunk)
         m = torch.as_tensor(maps.read(f"maps/{mid}", "map", chunk), device=self.device)
         t = torch.as_tensor(targets_all[chunk], device=self.device)
+        kwargs = {"explainer": explainer}
+        if metric.prepare_key is not None:
+            if self._cache is not None:
+                kwargs["prepared"] = self._cache.derived(metric.prepare_key, chunk, x, metric.prepare)
+            else:
+                kwargs["prepared"] = metric.prepare(x)
         try:
-            res = metric.compute(self.model, x, m, t, explainer=explainer)
+            with self.autocast():
+                res = metric.compute(self.model, x, m, t, **kwargs)
             res = {k: v.detach().cpu().numpy() for k, v in res.items()}
         except Exception as err:
             if len(chunk) == 1:

@@ -44,12 +44,23 @@ class Metric:
     def curve_length(self) -> int:
         return 0
 
+    @property
+    def prepare_key(self) -> str | None:
+        """Name of a per-image input derived from the image alone (e.g. the blurred baseline), or None. Metrics
+        with the same key share it: the harness computes :meth:`prepare` once per image and passes it to
+        :meth:`compute` as ``prepared``."""
+        return None
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The derived input of :attr:`prepare_key` for images ``x`` (each image independently)."""
+        raise NotImplementedError
+
     def cost(self, model, method_cost: Cost | None = None) -> Cost:
         """Model passes per image and map; ``method_cost`` is the scored method's cost (for needs_method)."""
         raise NotImplementedError
 
     def compute(self, model, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
-                explainer=None) -> dict[str, torch.Tensor]:
+                explainer=None, prepared: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def describe(self) -> dict:

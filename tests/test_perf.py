@@ -1,0 +1,202 @@
+"""The cost model (benchmark/costs.py), --dry-run and the perf command (benchmark/perf.py) on a tiny configuration:
+a random-weight torchvision MobileNetV3-Small (seeded), one or two demo photos, the quick profile.
+
+Pass counts are exact (a forward pre-hook on the network counts its inputs); no timing is asserted."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli
+
+TINY = ["--model", "mobilenet_v3_small", "--weights", "random", "--profile", "quick"]
+POLY_LAYERS = ["features.0", "features.1"]  # 16 + 16 channels
+
+
+@pytest.fixture(scope="module")
+def mnet():
+    from benchmark.models import load_model
+
+    return load_model("mobilenet_v3_small", "random", seed=0)
+
+
+@pytest.fixture(scope="module")
+def photo(mnet):
+    from benchmark.data import DemoSource, preprocess
+
+    return mnet.normalize(preprocess(DemoSource().open("chelsea.png"))[None])
+
+
+def test_pass_counter_counts_forward_and_backward_inputs(mnet):
+    from benchmark.perf import PassCounter
+
+    x = torch.zeros(3, 3, 224, 224)
+    with PassCounter(mnet.net) as c:
+        with torch.no_grad():
+            mnet.net(x)
+        xi = x[:2].clone().requires_grad_(True)
+        torch.autograd.grad(mnet.net(xi)[:, 0].sum(), xi)
+    assert (c.inputs, c.backward, c.forward_only, c.calls) == (5, 2, 3, 2)
+
+
+def test_plan_equals_the_passes_the_pipeline_runs(tmp_path):
+    """The cost model's totals per stage equal the inputs counted through the network during maps and metrics."""
+    from benchmark.costs import plan
+    from benchmark.perf import PassCounter
+    from benchmark.pipeline import Benchmark, RunConfig
+    from benchmark.store import DONE
+
+    cfg = RunConfig(model="mobilenet_v3_small", weights="random", data="demo", limit=1, profile="quick",
+                    methods=["occlusion", "inputxgrad"], metrics=["insertion", "deletion"], out=str(tmp_path),
+                    batch_size=8, progress=False)
+    bench = Benchmark(cfg)
+    rows, skipped = plan(bench)
+    assert not skipped
+    per = {(r.stage, r.key): (r.forward, r.backward) for r in rows}
+    # quick occlusion: 64 px window, stride 32 -> 6 x 6 windows + the clean pass
+    assert per[("clean", "targets")] == (1, 0)
+    assert per[("maps", "occlusion")] == (37, 0)
+    assert per[("maps", "inputxgrad")] == (0, 1)
+    assert per[("metrics", "insertion/occlusion")] == (16, 0)
+
+    with PassCounter(bench.model.net) as c:
+        bench.maps_stage()
+        maps_counted = (c.forward_only, c.backward)
+        c.reset()
+        bench.metrics_stage()
+        metrics_counted = (c.forward_only, c.backward)
+    maps_rows = [r for r in rows if r.stage in ("clean", "maps")]
+    assert maps_counted == (sum(r.forward for r in maps_rows), sum(r.backward for r in maps_rows))
+    # metrics run on the maps that were stored (a constant map is recorded as failed and not scored)
+    with bench.open_maps(mode="r") as store:
+        done = {mid: int((store.status(f"maps/{mid}") == DONE).sum()) for mid in ("occlusion", "inputxgrad")}
+    expected = sum(r.per_image.forward * done[r.key.split("/")[1]] for r in rows if r.stage == "metrics")
+    assert metrics_counted == (expected, 0)
+    assert sum(done.values()) > 0
+
+
+def test_reference_polycam_loop_gives_our_maps_with_its_own_passes(mnet, photo):
+    """The reference-style loop (PCAM+, PCAM-, PCAM+- one after the other, chunks of 32 channels, no skipping)
+    computes the same maps as pcampm, and runs 3 + 4 C passes per image where pcampm runs at most 2 C + 1."""
+    from benchmark.perf import PassCounter, reference_polycam
+    from methods import make_method
+
+    with torch.no_grad():
+        t = mnet.net(photo).argmax(1)
+    method = make_method("pcampm", layers=POLY_LAYERS, ablations=True)
+    with PassCounter(mnet.net) as c:
+        ours = method.compute_all(mnet, photo, t)
+        ours_passes = c.inputs
+        c.reset()
+        ref = reference_polycam(mnet, photo, t, POLY_LAYERS)
+        ref_passes = c.inputs
+    assert method.cost(mnet).forward == 2 * 32 + 1
+    assert ref_passes == 3 + 4 * 32
+    assert ours_passes <= 2 * 32 + 1 + 1
+    assert set(ref) == set(ours) and len(ours) == 3 * (1 + 1 + 2 + 1)  # pcamW, 1 step, 2 layers, nolnorm
+    for key in ours:
+        torch.testing.assert_close(ref[key], ours[key], atol=2e-4, rtol=1e-3, msg=key)
+
+
+def test_peer_functions_run_the_peer_libraries(mnet, photo):
+    """torchcam and pytorch-grad-cam Score-CAM, run through the peer wrappers, pass C + 2 / C + 1 inputs."""
+    import dataclasses
+
+    from benchmark.perf import PassCounter, peer_gradcam_scorecam, peer_torchcam_score
+    from methods import make_method
+
+    small = dataclasses.replace(mnet, layer_sets={"tiny": POLY_LAYERS}, polycam_preset="tiny")  # last conv: 16 ch
+    with torch.no_grad():
+        t = small.net(photo).argmax(1)
+    method = make_method("scorecam")
+    channels = method.cost(small).forward - 2
+    assert channels == 16
+    for make, expected, bs in ((peer_torchcam_score, channels + 2, 32), (peer_gradcam_scorecam, channels + 1, 16)):
+        run, defaults = make(small, method, photo, t)
+        with PassCounter(small.net) as c:
+            out = run()
+        assert c.inputs == expected
+        assert defaults["batch_size"] == bs
+        assert out is not None
+
+
+def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path):
+    proc = run_cli("run", *TINY, "--limit", "1", "--methods", "occlusion,inputxgrad", "--out", tmp_path,
+                   "--batch-size", "4", "--dry-run", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "| maps | occlusion | 1 | 37 | 0 | 37 | 0 |" in proc.stdout
+    assert "| maps | inputxgrad | 1 | 0 | 1 | 0 | 1 |" in proc.stdout
+    assert "| metrics | deletion/occlusion | 1 | 16 | 0 | 16 | 0 |" in proc.stdout
+    assert "| **total** | | | | | 102 | 1 |" in proc.stdout  # 1 clean + 37 + 2 maps x 2 metrics x 16
+    assert "calibration on cpu" in proc.stdout
+    assert not any(tmp_path.rglob("*.h5")) and not any(tmp_path.rglob("*.json"))
+
+
+def test_perf_command_tiny_json_has_every_field(tmp_path):
+    out = tmp_path / "perf.json"
+    proc = run_cli("perf", *TINY, "--limit", "1", "--methods", "gradcam,occlusion,pcampm", "--metrics",
+                   "insertion,deletion", "--repeats", "1", "--warmup", "0", "--sweep", "4",
+                   "--set", 'pcampm.layers=["features.0"]', "--set", "pcampm.ablations=true",
+                   "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    for key in ("schema", "date", "precision", "device", "environment", "load_average", "threads", "model",
+                "weights", "profile", "seed", "images", "image_names", "batch_size", "repeats", "warmup",
+                "overrides", "limit", "items", "peers", "polycam", "targets"):
+        assert key in res, key
+    assert res["schema"] == "benchmark-perf/1" and res["precision"] == "fp32"
+    assert res["model"] == "mobilenet_v3_small-random" and res["images"] == 1
+    assert res["environment"]["versions"]["torch"].startswith("2.")
+    assert res["limit"]["forward"]["passes_per_s"] > 0 and res["limit"]["backward"]["passes_per_s"] > 0
+    assert len(res["limit"]["measurements"]) == 2
+    assert res["limit"]["sweep"][0]["batch_size"] == 4
+
+    items = {(i["kind"], i["id"]): i for i in res["items"]}
+    assert set(items) == {("method", "gradcam"), ("method", "occlusion"), ("method", "pcampm"),
+                          ("metric", "insertion"), ("metric", "deletion")}
+    for it in items.values():
+        for key in ("params", "batch_size", "images", "forward_only", "declared", "measured", "exact",
+                    "passes_saved_per_image", "seconds", "seconds_all", "images_per_s", "passes_per_s", "efficiency"):
+            assert key in it, (it["id"], key)
+        assert it["seconds"] > 0 and it["efficiency"] > 0
+    assert items[("method", "gradcam")]["measured"] == {"forward": 0.0, "backward": 1.0}
+    assert items[("method", "gradcam")]["exact"] and not items[("method", "gradcam")]["forward_only"]
+    assert items[("method", "occlusion")]["measured"] == {"forward": 37.0, "backward": 0.0}
+    assert items[("method", "occlusion")]["exact"] and items[("method", "occlusion")]["forward_only"]
+    assert items[("metric", "insertion")]["measured"]["forward"] == 16 and items[("metric", "insertion")]["exact"]
+    poly_item = items[("method", "pcampm")]
+    assert poly_item["declared"]["forward"] == 2 * 16 + 1
+    assert poly_item["passes_saved_per_image"] == 33 - poly_item["measured"]["forward"] >= 0
+
+    peers = {p["peer"]: p for p in res["peers"]}
+    occ = peers["captum.attr.Occlusion"]
+    assert occ["defaults"]["perturbations_per_eval"] == 1 and occ["measured"]["forward"] == 37
+    assert occ["speedup"] > 0 and occ["version"] != "not installed"
+    insdel = peers["torchcam.metrics.DeletionInsertionMetric"]
+    assert insdel["defaults"]["batch_size"] == 32 and insdel["ours"] == "gradcam+insertion+deletion"
+
+    poly = res["polycam"]
+    assert poly["layers"] == ["features.0"] and poly["channels"] == [16]
+    assert poly["reference"]["passes_per_image"] == 3 + 4 * 16
+    assert poly["declared_passes_per_image"] == poly["pcampm_alone_declared"] == 33
+    assert poly["outputs"] == 9 and poly["speedup"] > 0  # per weighting: the map, the layer's CAM, no-LNorm
+    assert res["targets"]["polycam_passes_within_pcampm"] is True
+    assert res["targets"]["efficiency_min_forward_only"] > 0
+    assert "| method occlusion | 37 | 37 |" in proc.stdout
+
+
+def test_set_overrides_parse_json_values_and_reject_bad_syntax():
+    from benchmark.perf import parse_overrides
+
+    assert parse_overrides(["rise.n_masks=1000", 'pcampm.layers=["a","b"]', "gradcampp.alpha=eq19"]) == {
+        "rise": {"n_masks": 1000}, "pcampm": {"layers": ["a", "b"]}, "gradcampp": {"alpha": "eq19"}}
+    for bad in ("rise=3", "rise.n_masks", ".n=1"):
+        with pytest.raises(ValueError, match="METHOD.PARAM=VALUE"):
+            parse_overrides([bad])
+
+
+def test_dry_run_of_metrics_without_maps_says_what_to_give(tmp_path):
+    proc = run_cli("metrics", *TINY, "--limit", "1", "--out", tmp_path, "--dry-run")
+    assert proc.returncode == 2
+    assert "give --methods for the dry run of metrics" in proc.stderr

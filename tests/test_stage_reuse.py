@@ -1,0 +1,113 @@
+"""No stage re-does work: each image decoded once per stage and blurred once for insertion AND deletion, with the
+same AUCs as the uncached path; the precision is part of the protocol."""
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.imagecache import ImageCache
+from benchmark.pipeline import Benchmark, RunConfig
+from benchmark.store import StoreError
+
+METHODS = ["gradcam", "inputxgrad"]
+
+
+def _bench(out, **kw):
+    cfg = dict(model="efficientnet_lite0", data="demo", limit=2, methods=METHODS, metrics=["insertion", "deletion"],
+               out=str(out), profile="quick", progress=False, device="cpu")
+    cfg.update(kw)
+    return Benchmark(RunConfig(**cfg))
+
+
+def _aucs(bench):
+    with bench.open_metrics() as st:
+        return {f"{m}/{mid}": st.read(f"{m}/{mid}", "value")[:2] for m in ("insertion", "deletion") for mid in METHODS}
+
+
+@pytest.fixture(scope="module")
+def cached_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cached")
+    bench = _bench(out)
+    bench.maps_stage()
+    maps_counters = bench.image_counters
+    bench.metrics_stage()
+    return bench, maps_counters, bench.image_counters
+
+
+def test_each_image_is_decoded_and_blurred_once_per_stage(cached_run):
+    _bench_, maps_counters, metric_counters = cached_run
+    # maps stage: the clean forward and both methods read 2 images: decoded twice in all
+    assert maps_counters["decoded"] == 2
+    # metrics stage: 2 metrics x 2 methods read the 2 images; one decode and one blur per image
+    assert metric_counters["decoded"] == 2
+    assert metric_counters["derived:gaussian_blur(11,5.0)"] == 2
+
+
+def test_cache_off_gives_the_same_aucs_whatever_the_batch_size(cached_run, tmp_path):
+    bench, _, _ = cached_run
+    ref = _aucs(bench)
+    other = _bench(tmp_path, cache_gb=0.0, batch_size=5)  # nothing admitted: every read decodes and blurs again
+    other.maps_stage()
+    other.metrics_stage()
+    assert other.image_counters["decoded"] == 2 * 2 * 2  # (metric, method) pairs x images
+    assert other.image_counters["derived:gaussian_blur(11,5.0)"] == 2 * 2 * 2
+    got = _aucs(other)
+    for key in ref:
+        np.testing.assert_allclose(got[key], ref[key], atol=1e-6, err_msg=key)
+
+
+def test_precision_is_part_of_the_protocol(cached_run):
+    bench, _, _ = cached_run
+    assert bench.protocol()["precision"] == "fp32"
+    bf16 = _bench(bench.run_dir.parent, precision="bf16")
+    with pytest.raises(StoreError):
+        bf16.maps_stage()  # maps made in fp32 are never mixed with bf16 ones
+    with pytest.raises(ValueError, match="precision"):
+        _bench(bench.run_dir.parent, precision="fp8")
+
+
+def test_image_cache_is_scan_resistant_and_bounded():
+    loads = []
+
+    def load(idx):
+        loads.append(list(idx))
+        return torch.stack([torch.full((3, 4, 4), float(i)) for i in idx])
+
+    one = 3 * 4 * 4 * 4  # bytes of one image
+    cache = ImageCache(load, torch.device("cpu"), budget_bytes=2 * one)
+    x = cache.images([0, 1, 2])
+    assert [float(v[0, 0, 0]) for v in x] == [0, 1, 2] and cache.used == 2 * one
+    cache.images([0, 1])  # kept: no new decode
+    cache.images([2])  # over the budget: decoded again, the first two are not evicted
+    assert loads == [[0, 1, 2], [2]]
+    blur = cache.derived("b", [0, 2], x[[0, 2]], lambda t: t + 100)
+    assert [float(v[0, 0, 0]) for v in blur] == [100, 102]
+    cache.prefetch([5, 6])
+    assert [float(v[0, 0, 0]) for v in cache.images([5, 6])] == [5, 6]
+    assert loads[-1] == [5, 6] and cache.counters["decoded"] == 3 + 1 + 2
+    cache.close()
+
+
+def test_a_constant_variant_fails_alone(tmp_path):
+    """A method deriving several maps: a constant (or NaN) variant is recorded failed for that id only."""
+    from benchmark.store import DONE, FAILED
+    from methods.base import Method, register_method
+
+    @register_method
+    class TwoMaps(Method):
+        id = "test_two_maps"
+        variants = ("test_two_maps_flat", "test_two_maps_nan")
+
+        def explain(self, model, x, targets):
+            b = x.shape[0]
+            return {"test_two_maps": x.mean(1), "test_two_maps_flat": torch.zeros(b, 7, 7),
+                    "test_two_maps_nan": torch.full((b, 7, 7), float("nan"))}
+
+    bench = _bench(tmp_path, methods=["test_two_maps"])
+    report = bench.maps_stage()
+    assert report.computed["test_two_maps"] == 2 and "test_two_maps" not in {k for k, v in report.failed.items() if v}
+    assert set(report.failed["test_two_maps_flat"].values()) == {"constant map (no ranking)"}
+    assert set(report.failed["test_two_maps_nan"].values()) == {"map contains NaN or infinite values"}
+    with bench.open_maps("r") as st:
+        assert list(st.status("maps/test_two_maps")[:2]) == [DONE, DONE]
+        assert list(st.status("maps/test_two_maps_flat")[:2]) == [FAILED, FAILED]

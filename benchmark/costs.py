@@ -81,19 +81,24 @@ def probe_input(batch_size: int, size: int, device: torch.device, seed: int = 0)
     return x.to(device).contiguous(memory_format=torch.channels_last)
 
 
+def one_pass(net: torch.nn.Module, x: torch.Tensor, backward: bool) -> None:
+    """One model pass on ``x``: forward under no_grad, or forward + gradient of the summed logits of class 0 with
+    respect to the input (parameters are frozen)."""
+    if backward:
+        xi = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(net(xi)[:, 0].sum(), xi)
+    else:
+        with torch.no_grad():
+            net(x)
+
+
 def time_passes(net: torch.nn.Module, x: torch.Tensor, backward: bool, min_seconds: float,
                 min_reps: int = 1) -> float:
-    """Passes per second at ``x.shape[0]`` inputs per pass, after one warm-up pass: forward under no_grad, or
-    forward + gradient of the summed logits of class 0 with respect to the input (parameters are frozen)."""
+    """Passes per second at ``x.shape[0]`` inputs per pass (see :func:`one_pass`), after one warm-up pass."""
 
     def once():
-        if backward:
-            xi = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                torch.autograd.grad(net(xi)[:, 0].sum(), xi)
-        else:
-            with torch.no_grad():
-                net(x)
+        one_pass(net, x, backward)
 
     once()
     sync(x.device)

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .published import PAPER_LABELS  # noqa: E402
-from .tables import SIMILARITIES, VARIANTS, Run, faithfulness_stats, is_ablation, read_randomisation  # noqa: E402
+from .tables import (SIMILARITIES, VARIANTS, Run, ablation_layer_count, faithfulness_stats,  # noqa: E402
+                     is_ablation, read_randomisation)
 
 POLYCAM = ["pcamp", "pcamm", "pcampm"]
 CAM_FAMILY = ["gradcam", "gradcampp", "smoothgradcampp", "scorecam", "sscam", "iscam", "zoomcam", "layercam", "cam"]
@@ -111,9 +112,7 @@ def ablation_figure(run: Run, path: Path) -> Path | None:
     ids = {m for m in set(ins) | set(dele) if is_ablation(m)}
     if not ids:
         return None
-    steps = [int(m.rsplit("step", 1)[1]) for m in ids if "_step" in m]
-    layers = [int(m.rsplit("_l", 1)[1]) for m in ids if m.startswith("cam")]
-    n = max([s + 1 for s in steps] + layers + [1])
+    n = ablation_layer_count(ids)
     names = run.polycam_layers()
     names = names if names and len(names) == n else [f"l{i}" for i in range(1, n + 1)]
     xs = np.arange(n)  # x = 0: the last (deepest) layer

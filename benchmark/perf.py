@@ -179,9 +179,7 @@ def measure_limit(net: torch.nn.Module, sweep: list[int], size: int, device: tor
                   backward: bool = True) -> dict:
     """Forward and forward+backward passes/s at each batch size of ``sweep`` (median of ``repeats`` passes after one
     warm-up pass) and the best of each (``backward=False``: forward only, the backward entries are None)."""
-    import torch
-
-    from .costs import probe_input, sync
+    from .costs import one_pass, probe_input, sync
 
     rows = []
     for bs in sweep:
@@ -195,13 +193,7 @@ def measure_limit(net: torch.nn.Module, sweep: list[int], size: int, device: tor
             for rep in range(max(1, repeats) + 1):
                 sync(device)
                 t0 = time.perf_counter()
-                if kind == "backward":
-                    xi = x.detach().requires_grad_(True)
-                    with torch.enable_grad():
-                        torch.autograd.grad(net(xi)[:, 0].sum(), xi)
-                else:
-                    with torch.no_grad():
-                        net(x)
+                one_pass(net, x, kind == "backward")
                 sync(device)
                 if rep:  # the first pass is the warm-up
                     rates.append(bs / (time.perf_counter() - t0))

@@ -44,6 +44,13 @@ def is_ablation(method: str) -> bool:
     return bool(ABLATION_RE.match(method))
 
 
+def ablation_layer_count(ids) -> int:
+    """Number of Poly-CAM layers implied by ablation ids: step K means K+1 layers, camW_lI means I layers."""
+    steps = [int(m.rsplit("step", 1)[1]) for m in ids if "_step" in m]
+    layers = [int(m.rsplit("_l", 1)[1]) for m in ids if m.startswith("cam")]
+    return max([s + 1 for s in steps] + layers + [1])
+
+
 def mean_se(values) -> tuple[int, float, float]:
     """(n, mean, standard error) of the finite values; SE = sample std (ddof 1) / sqrt(n), NaN when n < 2."""
     v = np.asarray(values, dtype=np.float64)
@@ -330,9 +337,7 @@ def ablation_table(run: Run) -> Table | None:
     ids = {m for m in set(ins) | set(dele) if is_ablation(m)}
     if not ids:
         return None
-    steps = [int(m.rsplit("step", 1)[1]) for m in ids if "_step" in m]
-    layers = [int(m.rsplit("_l", 1)[1]) for m in ids if m.startswith("cam")]
-    n_layers = max([s + 1 for s in steps] + layers + [1])
+    n_layers = ablation_layer_count(ids)
     names = run.polycam_layers()
     paper_layers = pub.PAPER_LAYERS.get(run.tag) if n_layers == 5 else None
     title = pub.ABLATION_TITLES.get(run.tag, f"Tables 2-3 (Poly-CAM fusion steps and isolated-layer CAM) - {run.tag}")

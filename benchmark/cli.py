@@ -53,6 +53,8 @@ def _common(p: argparse.ArgumentParser, methods: bool = True, metrics: bool = Tr
                    "protocol, never mixed in one store")
     g.add_argument("--cache-gb", type=float, default=None, help="device memory for decoded images and blurred "
                    "baselines, each computed once per stage (default: 4)")
+    g.add_argument("--memory-gb", type=float, default=None, help="memory bound of the model passes: caps "
+                   "--batch-size (default: 90%% of the free GPU memory on CUDA, no bound on CPU)")
     g.add_argument("--skip-bad-images", action="store_true", help="run on the readable images and record the "
                    "others, instead of stopping")
     g.add_argument("--plugin", action="append", default=[], help="a .py file or module that registers methods "
@@ -83,7 +85,7 @@ def _config(args):
                      metrics=_csv_list(getattr(args, "metrics", None)), out=args.out, device=args.device,
                      profile=args.profile, seed=args.seed, batch_size=args.batch_size,
                      skip_bad_images=args.skip_bad_images, plugins=args.plugin, progress=not args.no_progress,
-                     precision=args.precision, cache_gb=args.cache_gb,
+                     precision=args.precision, cache_gb=args.cache_gb, memory_gb=args.memory_gb,
                      **{k: getattr(args, k) for k in ("executor", "ray_address", "workers", "shard", "threads")
                         if hasattr(args, k)},
                      shards=getattr(args, "shards", None) or getattr(args, "workers", None))
@@ -407,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", help="npz files")
     s.add_argument("--method", default=None, help="method id for the maps (default: from the file name)")
     s.set_defaults(func=cmd_import)
+    s = sub.add_parser("cue-localization", help="CALM's cue localization on CUB-200-2011 class pairs (PxAP per "
+                       "group of 1/2/3 differing parts), for any method")
+    from .cue import add_arguments as _cue_arguments
+
+    _cue_arguments(s)
+    s.set_defaults(func=lambda a: __import__("benchmark.cue", fromlist=["main"]).main(a))
     s = sub.add_parser("train-calm", help="train a CALM-EM or CALM-ML model on an ImageFolder dataset (resumable)")
     from .calm_train import add_arguments as _calm_arguments
 

@@ -265,7 +265,7 @@ def _stage_metrics(task: Task, view, store: H5Store, report) -> list[str]:
     from metrics.base import get_metric_class
 
     metric_id, mid = task.name.split("/", 1)
-    metric = get_metric_class(metric_id)(view.profile, view.batch_size, view.cfg.seed)
+    metric = get_metric_class(metric_id)(view.profile, view.resolve_pass_batch_size(), view.cfg.seed)
     maps, img_status, handle = _maps_input(task, view)
     try:
         usable = [k for k, s in enumerate(img_status) if s == IMG_OK]
@@ -367,7 +367,10 @@ def plan(bench, stages: tuple[str, ...], n: int, only: int | None = None,
 
     from .pipeline import DEFAULT_METRICS, StageReport
 
-    cfg = dict(asdict(bench.cfg), out=str(bench.run_dir.parent.resolve()), progress=False)
+    # the driver fixes the batch size (after the memory bound) for every task, whatever memory its device has free
+    cfg = dict(asdict(bench.cfg), out=str(bench.run_dir.parent.resolve()), progress=False,
+               batch_size=bench.resolve_batch_size(), pass_batch_size=bench.resolve_pass_batch_size(),
+               memory_gb=None)
     cfg["plugins"] = [str(Path(p).resolve()) if Path(p).is_file() else p for p in cfg["plugins"]]
     _BENCHES.clear()  # the local executor's tasks share the driver's Benchmark (and its loaded model)
     _BENCHES[json.dumps(cfg, sort_keys=True, default=str)] = bench
@@ -411,7 +414,7 @@ def plan(bench, stages: tuple[str, ...], n: int, only: int | None = None,
             map_ids = info["produced"] if "maps" in stages else _stored_map_ids(bench)
         stored = {} if "maps" in stages else _stored_map_params(bench)
         for metric_id in metric_ids:
-            metric = get_metric_class(metric_id)(bench.profile, bench.batch_size, bench.cfg.seed)
+            metric = get_metric_class(metric_id)(bench.profile, bench.resolve_pass_batch_size(), bench.cfg.seed)
             for mid in map_ids:
                 for i in chosen:
                     if mid in producers:
@@ -490,7 +493,7 @@ def merge(bench, tasks: list[Task] | None = None, log=print) -> dict:
             for key in metric_keys:
                 if store.has_group(key):
                     metric_id, mid = key.split("/", 1)
-                    metric = get_metric_class(metric_id)(bench.profile, bench.batch_size, bench.cfg.seed)
+                    metric = get_metric_class(metric_id)(bench.profile, bench.resolve_pass_batch_size(), bench.cfg.seed)
                     write_metric_csvs(run_dir / "csv", bench.tag, metric, mid, store)
                     out["csv"] += 1
     bench._write_provenance()

@@ -42,9 +42,12 @@ Peers (the peers' own code at their defaults, run in the same process):
 
 JSON written by ``--out FILE.json`` (schema ``benchmark-perf/1``)::
 
-    schema, date (UTC ISO), precision ("fp32"), device, environment (provenance.environment(): versions, git
-    commit, device, command, time), load_average {before, after}, threads, model, weights, profile, seed,
-    images, image_names, batch_size, repeats, warmup, overrides {method: {param: value}},
+    schema, date (UTC ISO), precision (of the timed work: fp32, tf32 or bf16; --precision), device,
+    environment (provenance.environment(): versions, git commit, device, command, time), load_average {before,
+    after}, threads, model, weights, profile, seed, images, image_names, batch_size (stochastic methods),
+    pass_batch_size (inputs per pass of the other methods and the metrics: --batch-size, else tuned),
+    pass_batch_tuning ({candidates: {size: passes/s}, chosen, seconds} or null), repeats, warmup,
+    overrides {method: {param: value}},
     limit: {sweep: [{batch_size, forward_passes_per_s, backward_passes_per_s}] (best of the two sweeps),
             forward: {batch_size, passes_per_s}, backward: {batch_size, passes_per_s} (null when no measured
             work has gradients; then the sweep's backward entries are null too),
@@ -58,6 +61,8 @@ JSON written by ``--out FILE.json`` (schema ``benchmark-perf/1``)::
     polycam: {method, params, layers, channels, outputs, declared_passes_per_image, pcampm_alone_declared,
               passes_run_per_image, passes_saved_per_image, seconds, seconds_all, efficiency,
               reference: {seconds, seconds_all, passes_per_image, chunk, memory_format, efficiency}, speedup} or null,
+    precision_drift: [] at fp32, else per method [{method, precision, images, map_max_abs_diff, map_mean_abs_diff,
+              spearman_min, spearman_mean, metrics: {metric: {fp32, <precision>, mean_abs_diff, max_abs_diff}}}],
     targets: {efficiency_min_forward_only, efficiency_target (0.8), efficiency_met, polycam_speedup,
               polycam_speedup_target (2), polycam_passes_within_pcampm}
 """
@@ -427,13 +432,13 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
 
 
 def default_sweep(device: torch.device, batch_size: int) -> list[int]:
-    base = [32, 64, 128, 256, 512] if device.type == "cuda" else [8, 16, 32, 64, 128]
+    base = [32, 64, 128, 256, 512] if device.type == "cuda" else [2, 4, 8, 16, 32, 64, 128]
     return sorted(set(base) | {batch_size})
 
 
 def run_perf(cfg, methods: list[str], metrics: list[str], repeats: int = 3, warmup: int = 1,
              sweep: list[int] | None = None, overrides: dict | None = None, peers: bool = True,
-             polycam: bool = True, echo=print) -> dict:
+             polycam: bool = True, echo=print, precision: str = "fp32") -> dict:
     """Measure everything (see the module docstring); ``cfg`` is a :class:`benchmark.pipeline.RunConfig` giving the
     model, weights, data, limit, device, profile, seed and batch size. Returns the JSON-ready result."""
     import torch
@@ -443,6 +448,7 @@ def run_perf(cfg, methods: list[str], metrics: list[str], repeats: int = 3, warm
     from runners.batched import predict
 
     from . import data as data_mod
+    from . import precision as precision_mod
     from .pipeline import Benchmark
     from .provenance import environment
 
@@ -450,6 +456,7 @@ def run_perf(cfg, methods: list[str], metrics: list[str], repeats: int = 3, warm
     load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     bench = Benchmark(cfg)
     model, device, profile, bs = bench.model, bench.device, bench.profile, bench.batch_size
+    pbs = bench.resolve_pass_batch_size()  # deterministic work and metrics: --batch-size, else the tuned size
     names = [bench.source.names[i] for i in bench.indices]
     x = torch.stack([data_mod.preprocess(bench.source.open(n), profile.image_size, profile.antialias) for n in names])
     x = model.normalize(x.to(device))
@@ -460,21 +467,23 @@ def run_perf(cfg, methods: list[str], metrics: list[str], repeats: int = 3, warm
     if unknown:
         raise ValueError(f"--set names method(s) {sorted(unknown)} that are not measured (--methods)")
 
-    sweep = sorted(set(sweep or default_sweep(device, bs)))
-    echo(f"perf: {model.tag} on {device}, {n_img} image(s), profile {profile.name}, batch size {bs}, "
+    sweep = sorted(set(sweep or default_sweep(device, bs) + [pbs]))
+    echo(f"perf: {model.tag} on {device}, {n_img} image(s), profile {profile.name}, batch size {bs}, inputs per "
+         f"pass {pbs}" + (f" (tuned: {bench.pass_tuning['candidates']} passes/s)" if bench.pass_tuning else "") + ", "
          f"{repeats} repetition(s) after {warmup} warm-up call(s); limit sweep {sweep}")
     # the forward+backward limit only where some work has gradients (it is the slow half of the sweep)
     need_bwd = any(make_method(mid, quick=quick, seed=cfg.seed, **overrides.get(mid, {})).needs_grad for mid in methods)
-    limit = measure_limit(model.net, sweep, profile.image_size, device, repeats, need_bwd)  # again at the end
+    with precision_mod.active(precision, device):
+        limit = measure_limit(model.net, sweep, profile.image_size, device, repeats, need_bwd)  # again at the end
 
     counter = PassCounter(model.net)
     items, peer_rows = [], []
     objs: dict[str, object] = {}
     maps_for_metrics = None
-    with counter:
+    with counter, precision_mod.active(precision, device):
         for mid in methods:
             method = make_method(mid, quick=quick, seed=cfg.seed, **overrides.get(mid, {}))
-            method.batch_size = bs
+            method.batch_size = bench.pass_size_for(method)
             try:
                 method.check_applicable(model)
             except NotApplicable as err:
@@ -486,12 +495,12 @@ def run_perf(cfg, methods: list[str], metrics: list[str], repeats: int = 3, warm
             if maps_for_metrics is None:
                 maps_for_metrics = (mid, method, r["result"][mid])
             objs[mid] = method
-            items.append(_item("method", mid, method.params, bs, n_img, declared, r, limit))
+            items.append(_item("method", mid, method.params, method.batch_size, n_img, declared, r, limit))
             echo(_line(items[-1]))
 
         metric_objs = []
         for metric_id in metrics:
-            metric = get_metric_class(metric_id)(profile, bs, cfg.seed)
+            metric = get_metric_class(metric_id)(profile, pbs, cfg.seed)
             if maps_for_metrics is None:
                 raise ValueError("metrics need maps: give at least one applicable method in --methods")
             src_id, src_method, maps = maps_for_metrics
@@ -499,7 +508,7 @@ def run_perf(cfg, methods: list[str], metrics: list[str], repeats: int = 3, warm
             declared = metric.cost(model, src_method.cost(model))
             r = timed(lambda: metric.compute(model, x, maps, targets, explainer=explainer), device, counter,
                       warmup, repeats)
-            item = _item("metric", metric_id, metric.params, bs, n_img, declared, r, limit)
+            item = _item("metric", metric_id, metric.params, pbs, n_img, declared, r, limit)
             item["maps_from"] = src_id
             items.append(item)
             metric_objs.append((metric, explainer, maps))
@@ -507,26 +516,31 @@ def run_perf(cfg, methods: list[str], metrics: list[str], repeats: int = 3, warm
 
         if peers:
             peer_rows = _run_peers(model, x, targets, profile, objs, metric_objs, counter, device, warmup, repeats,
-                                   limit, bs, quick, cfg.seed, echo)
+                                   limit, pbs, quick, cfg.seed, echo)
         poly = None
         if polycam and "pcampm" in objs:
             poly = _run_polycam(model, x, targets, profile, overrides.get("pcampm", {}), counter, device, warmup,
-                                repeats, limit, bs, quick, cfg.seed, echo)
+                                repeats, limit, pbs, quick, cfg.seed, echo)
 
     # the limit is measured before and after the items (the best of both per batch size: on a shared machine the
     # load moves); every efficiency is computed with the final limit
-    limit = combine_limits(limit, measure_limit(model.net, sweep, profile.image_size, device, repeats, need_bwd))
+    with precision_mod.active(precision, device):
+        limit = combine_limits(limit, measure_limit(model.net, sweep, profile.image_size, device, repeats,
+                                                    need_bwd))
     _reprice(items, peer_rows, poly, limit, n_img)
+    drift = precision_drift(model, x, targets, profile.image_size, precision, objs, metric_objs, device, echo) \
+        if precision != "fp32" else []
     fwd_only = [i["efficiency"] for i in items if "efficiency" in i and i["forward_only"]]
     result = {
-        "schema": SCHEMA, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "precision": "fp32",
+        "schema": SCHEMA, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "precision": precision,
         "device": str(device), "environment": environment(device),
         "load_average": {"before": load_before,
                          "after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "threads": torch.get_num_threads(), "model": model.tag, "weights": cfg.weights, "profile": profile.name,
-        "seed": cfg.seed, "images": n_img, "image_names": names, "batch_size": bs, "repeats": repeats,
+        "seed": cfg.seed, "images": n_img, "image_names": names, "batch_size": bs,
+        "pass_batch_size": pbs, "pass_batch_tuning": bench.pass_tuning, "repeats": repeats,
         "warmup": warmup, "overrides": overrides, "limit": limit, "items": items, "peers": peer_rows,
-        "polycam": poly,
+        "polycam": poly, "precision_drift": drift,
         "targets": {
             "efficiency_min_forward_only": min(fwd_only) if fwd_only else None,
             "efficiency_target": EFFICIENCY_TARGET,
@@ -539,6 +553,47 @@ def run_perf(cfg, methods: list[str], metrics: list[str], repeats: int = 3, warm
         },
     }
     return result
+
+
+def precision_drift(model, x, targets, size: int, precision: str, methods: dict, metric_objs: list, device,
+                    echo=print) -> list[dict]:
+    """How far ``precision`` moves each method's maps and the metrics' values from fp32, on the same images.
+
+    Per method: the maps at fp32 and at ``precision`` (each made under its own precision), their largest and mean
+    absolute difference and their Spearman rank correlation per image (min and mean); per metric that scores a
+    stored map (not max-sensitivity, which re-runs the method): the value at fp32 (fp32 maps scored by the fp32
+    model) and at ``precision`` (its maps scored under it), with the mean and largest absolute difference."""
+    import numpy as np
+
+    from metrics.randomisation import spearman
+
+    from . import precision as precision_mod
+
+    rows = []
+    for mid, method in methods.items():
+        runs = {}
+        for prec in ("fp32", precision):
+            with precision_mod.active(prec, device):
+                maps = method.compute_all(model, x, targets, size)[mid].float()
+                values = {m.id: m.compute(model, x, maps, targets)["value"].float().cpu().numpy()
+                          for m, _e, _m in metric_objs if not m.needs_method}
+            runs[prec] = (maps.cpu().numpy().astype(np.float64), values)
+        a, b = runs["fp32"][0], runs[precision][0]
+        rho = [spearman(a[i], b[i]) for i in range(a.shape[0])]
+        row = {"method": mid, "precision": precision, "images": int(a.shape[0]),
+               "map_max_abs_diff": float(np.abs(a - b).max()), "map_mean_abs_diff": float(np.abs(a - b).mean()),
+               "spearman_min": float(np.nanmin(rho)) if not np.isnan(rho).all() else None,
+               "spearman_mean": float(np.nanmean(rho)) if not np.isnan(rho).all() else None, "metrics": {}}
+        for key, va in runs["fp32"][1].items():
+            vb = runs[precision][1][key]
+            row["metrics"][key] = {"fp32": float(va.mean()), precision: float(vb.mean()),
+                                   "mean_abs_diff": float(np.abs(va - vb).mean()),
+                                   "max_abs_diff": float(np.abs(va - vb).max())}
+        rows.append(row)
+        echo(f"  {precision} vs fp32, {mid}: map |diff| max {row['map_max_abs_diff']:.2e} mean "
+             f"{row['map_mean_abs_diff']:.2e}, Spearman min {row['spearman_min']}; "
+             + ", ".join(f"{k} |diff| mean {v['mean_abs_diff']:.2e}" for k, v in row["metrics"].items()))
+    return rows
 
 
 def _explainer(model, method, mid: str, size: int):
@@ -709,6 +764,15 @@ def format_table(res: dict) -> str:
                          f"{poly['passes_saved_per_image']:g} saved) | reference-style loop (PCAM+, PCAM-, PCAM+-, "
                          f"chunks of {ref['chunk']}) | {poly['seconds']:.2f} | {ref['seconds']:.2f} | "
                          f"{ref['passes_per_image']:g} | {ref['efficiency']:.2f} | {poly['speedup']:.2f}x |")
+    if res.get("precision_drift"):
+        lines += ["", f"| method | {res['precision']} vs fp32: map max abs diff | mean abs diff | Spearman min / mean "
+                  "| metric values (fp32 -> " + res["precision"] + ", mean abs diff) |", "|---|---:|---:|---|---|"]
+        for d in res["precision_drift"]:
+            rho = "n/a" if d["spearman_min"] is None else f"{d['spearman_min']:.4f} / {d['spearman_mean']:.4f}"
+            mets = "; ".join(f"{k} {v['fp32']:.4f} -> {v[res['precision']]:.4f} ({v['mean_abs_diff']:.1e})"
+                             for k, v in d["metrics"].items())
+            lines.append(f"| {d['method']} | {d['map_max_abs_diff']:.2e} | {d['map_mean_abs_diff']:.2e} | {rho} | "
+                         f"{mets} |")
     tg = res["targets"]
     if tg["efficiency_min_forward_only"] is not None:
         lines.append(f"\nforward-only efficiency: min {tg['efficiency_min_forward_only']:.2f} (target "
@@ -734,10 +798,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", choices=["paper", "quick"],
                    help="method and metric parameters (default: quick)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"], help="precision of the timed "
+                   "work (default fp32); with tf32 or bf16 the JSON also says how far each method's maps and the "
+                   "metrics' values move from fp32 on the same images (precision_drift)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's default (32 CPU, 128 GPU)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per item; the median is reported")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before the repetitions (default 1)")
-    p.add_argument("--sweep", default=None, help="batch sizes of the limit measurement (default: 8..128 CPU, "
+    p.add_argument("--sweep", default=None, help="batch sizes of the limit measurement (default: 2..128 CPU, "
                    "32..512 GPU, and --batch-size)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="override a method parameter (JSON value), e.g. pcampm.layers='[\"stem\",\"head\"]'")
@@ -761,7 +828,8 @@ def main(args) -> int:
                     batch_size=args.batch_size, plugins=args.plugin, progress=False)
     res = run_perf(cfg, _csv_list(args.methods) or [], _csv_list(args.metrics) or [], args.repeats, args.warmup,
                    sweep, parse_overrides(args.set), peers=not args.no_peers,
-                   polycam=not args.no_polycam_reference, echo=lambda s: print(s, file=sys.stderr, flush=True))
+                   polycam=not args.no_polycam_reference, echo=lambda s: print(s, file=sys.stderr, flush=True),
+                   precision=args.precision)
     print(format_table(res))
     if args.out:
         path = Path(args.out)

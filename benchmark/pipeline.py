@@ -25,6 +25,7 @@ from .models import ModelBundle, load_model
 from .profiles import get_profile
 from .provenance import environment, file_sha256
 from .store import DONE, FAILED, IMG_BAD, IMG_OK, H5Store, RunLock, StoreError
+from .writer import BackgroundWriter
 
 DEFAULT_METRICS = ("insertion", "deletion")
 
@@ -55,6 +56,8 @@ class RunConfig:
     threads: int | None = None  # torch threads per task (Ray default 1)
     precision: str = "fp32"  # fp32 (paper) | tf32 | bf16: benchmark/precision.py
     cache_gb: float | None = None  # device memory for decoded images and blurred baselines (default: 4 GB)
+    memory_gb: float | None = None  # bound on the memory of the passes (default: from free GPU memory; none on CPU)
+    pass_batch_size: int | None = None  # inputs per pass of deterministic work (default: --batch-size, else tuned)
 
     @property
     def sharded(self) -> bool:
@@ -120,6 +123,13 @@ class Benchmark:
             raise ValueError("--limit must be >= 1")
         self.indices = list(range(min(n, cfg.limit) if cfg.limit else n))
         self._model: ModelBundle | None = None
+        self.memory: dict | None = None  # the memory bound applied to the batch size (benchmark/memory.py)
+        self._pass_bs = cfg.pass_batch_size or cfg.batch_size  # None: tuned on first use
+        self.pass_tuning: dict | None = None
+        if self._pass_bs is not None and self._pass_bs < 1:
+            raise ValueError("--pass-batch-size must be >= 1")
+        if cfg.memory_gb is not None and cfg.memory_gb <= 0:
+            raise ValueError("--memory-gb must be > 0")
         self.precision = precision_mod.check_precision(cfg.precision)
         precision_mod.configure(self.precision, self.device)
         self._cache: ImageCache | None = None
@@ -129,7 +139,49 @@ class Benchmark:
     def model(self) -> ModelBundle:
         if self._model is None:
             self._model = load_model(self.cfg.model, self.cfg.weights, self.device, seed=self.cfg.seed)
+            self._bound_batch_size()
         return self._model
+
+    def _bound_batch_size(self) -> None:
+        """Cap the batch size by the memory bound (``--memory-gb``, or the free GPU memory), once the model is
+        loaded; a run plans its shards and batches after this."""
+        if self.memory is not None or (self.cfg.memory_gb is None and self.device.type != "cuda"):
+            return
+        from .memory import bounded_batch_size
+
+        bs, self.memory = bounded_batch_size(self.batch_size, self._model.net, self.profile.image_size,
+                                             self.device, self.cfg.memory_gb, self.cfg.cache_gb)
+        if bs < self.batch_size:
+            tqdm.write(f"batch size {self.batch_size} -> {bs}: {self.memory['bytes_per_input'] / 2**20:.0f} MiB "
+                       f"per model input (estimate) within a budget of {self.memory['budget_bytes'] / 2**30:.1f} GiB "
+                       "(--memory-gb / free GPU memory)")
+            self.batch_size = bs
+
+    def resolve_pass_batch_size(self) -> int:
+        """Model inputs per forward pass for the deterministic methods and every metric: ``--batch-size`` when
+        given, else the model's fastest size on this device (:func:`benchmark.costs.tune_pass_batch_size`), at most
+        the memory-bounded batch size. Their results do not depend on it (tested); stochastic methods, whose noise
+        draws follow the batch, always use ``--batch-size`` (default 32 CPU / 128 GPU) so they are the same on
+        every machine."""
+        if self._pass_bs is None:
+            from .costs import tune_pass_batch_size
+
+            bounded = self.resolve_batch_size()
+            cap = bounded if self.memory is not None and self.memory.get("cap") is not None else None
+            with self.autocast():
+                self._pass_bs, self.pass_tuning = tune_pass_batch_size(self.model.net, self.profile.image_size,
+                                                                       self.device, cap=cap)
+        return self._pass_bs
+
+    def pass_size_for(self, method: Method) -> int:
+        """Inputs per pass for ``method`` (see :meth:`resolve_pass_batch_size`)."""
+        return self.resolve_batch_size() if getattr(method, "stochastic", False) else self.resolve_pass_batch_size()
+
+    def resolve_batch_size(self) -> int:
+        """The batch size after the memory bound (loads the model when a bound applies)."""
+        if self.cfg.memory_gb is not None or self.device.type == "cuda":
+            _ = self.model
+        return self.batch_size
 
     def protocol(self) -> dict:
         """What must be equal for results to be mixed in one store."""
@@ -141,7 +193,10 @@ class Benchmark:
         lst = self.cfg.image_list
         return {"protocol": self.protocol(), "model": self.model.describe(), "data": src.description,
                 "image_list": lst, "image_list_sha256": file_sha256(lst) if lst else None,
-                "limit": self.cfg.limit, "batch_size": self.batch_size, "environment": environment(self.device)}
+                "limit": self.cfg.limit, "batch_size": self.batch_size,
+                "pass_batch_size": self.resolve_pass_batch_size(), "pass_batch_tuning": self.pass_tuning,
+                "memory_bound": self.memory,
+                "environment": environment(self.device)}
 
     def open_maps(self, mode: str = "a") -> H5Store:
         attrs = {"protocol": self.protocol()} if mode == "r" else {"protocol": self.protocol(),
@@ -242,7 +297,7 @@ class Benchmark:
         out = []
         for mid in ids:
             method = get_method_class(mid)(quick=self.profile.quick_methods, seed=self.cfg.seed)
-            method.batch_size = self.batch_size
+            method.batch_size = self.pass_size_for(method)
             try:
                 method.check_applicable(self.model)
             except NotApplicable as err:
@@ -272,39 +327,58 @@ class Benchmark:
         targets_all = store.read("clean", "target")
         t0 = time.perf_counter()
         bar = self._bar(len(todo), f"maps {method.id}")
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            self.prefetch(todo[start + self.batch_size:start + 2 * self.batch_size])
-            for sub, maps, errors in self._explain(method, chunk, targets_all):
-                done_all = set(sub)
-                for oid, group in groups.items():
-                    bad = errors.get(oid, {})
-                    rows = [k for k, i in enumerate(sub) if i not in bad]
-                    if rows:
-                        store.write(group, [sub[k] for k in rows], map=maps[oid][rows])
-                    for i, reason in bad.items():
-                        store.fail(group, i, reason)
-                        if oid == method.id or i not in sub:
-                            report.failed[method.id][self.source.names[i]] = reason
-                        if oid == method.id:
-                            done_all.discard(i)
-                        elif i in sub:
-                            report.failed.setdefault(oid, {})[self.source.names[i]] = reason
-                report.computed[method.id] += len(done_all)
-            bar.update(len(chunk))
+        # the maps of a chunk are copied to the host, checked and stored by a background writer while the model
+        # computes the next chunk; leaving early (an error, Ctrl-C) still stores every chunk already computed
+        with BackgroundWriter() as writer:
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start:start + self.batch_size]
+                self.prefetch(todo[start + self.batch_size:start + 2 * self.batch_size])
+                for sub, maps, errors in self._explain(method, chunk, targets_all):
+                    writer.submit(self._store_maps, store, groups, method, sub, maps, errors, report)
+                bar.update(len(chunk))
         bar.close()
         report.seconds[method.id] = time.perf_counter() - t0
 
+    def _store_maps(self, store: H5Store, groups: dict[str, str], method: Method, sub: list[int],
+                    maps: dict[str, torch.Tensor] | None, errors: dict[str, dict[int, str]],
+                    report: StageReport) -> None:
+        """Copy a chunk's maps to the host, fail the NaN / infinite / constant ones (for their own output id
+        only: a constant Poly-CAM ablation map does not fail the PCAM+- map) and store the others."""
+        if maps is not None:
+            maps = {k: v.float().cpu().numpy() for k, v in maps.items()}
+            errors = {oid: dict(e) for oid, e in errors.items()}
+            for oid, m in maps.items():
+                finite = np.isfinite(m).all(axis=(1, 2))
+                constant = finite & (m.max(axis=(1, 2)) == m.min(axis=(1, 2)))
+                bad = {sub[k]: "map contains NaN or infinite values" for k in np.flatnonzero(~finite)}
+                bad.update({sub[k]: "constant map (no ranking)" for k in np.flatnonzero(constant)})
+                if bad:
+                    errors.setdefault(oid, {}).update(bad)
+        done_all = set(sub)
+        for oid, group in groups.items():
+            bad = errors.get(oid, {})
+            rows = [k for k, i in enumerate(sub) if i not in bad]
+            if rows:
+                store.write(group, [sub[k] for k in rows], map=maps[oid][rows])
+            for i, reason in bad.items():
+                store.fail(group, i, reason)
+                if oid == method.id or i not in sub:
+                    report.failed[method.id][self.source.names[i]] = reason
+                if oid == method.id:
+                    done_all.discard(i)
+                elif i in sub:
+                    report.failed.setdefault(oid, {})[self.source.names[i]] = reason
+        report.computed[method.id] += len(done_all)
+
     def _explain(self, method: Method, chunk: list[int], targets_all: np.ndarray):
-        """Yield ``(images, {oid: maps}, {oid: {image: reason}})`` for a chunk. A chunk that raises is retried
-        image by image so one bad image fails alone (for every output); a map that is NaN, infinite or constant
-        fails for its own output id only (a constant Poly-CAM ablation map does not fail the PCAM+- map)."""
+        """Yield ``(images, {oid: maps on the device}, {oid: {image: reason}})`` for a chunk. A chunk that raises
+        is retried image by image so one bad image fails alone (for every output id)."""
         x = self.load_images(chunk)
         t = torch.as_tensor(targets_all[chunk], device=self.device)
         try:
             with self.autocast():
                 maps = method.compute_all(self.model, x, t, self.profile.image_size)
-            maps = {k: v.float().cpu().numpy() for k, v in maps.items()}
+            maps = {k: v.detach() for k, v in maps.items()}
         except Exception as err:
             if len(chunk) == 1:
                 reason = f"{type(err).__name__}: {err}"
@@ -313,15 +387,7 @@ class Benchmark:
             for i in chunk:
                 yield from self._explain(method, [i], targets_all)
             return
-        errors: dict[str, dict[int, str]] = {}
-        for oid, m in maps.items():
-            finite = np.isfinite(m).all(axis=(1, 2))
-            constant = finite & (m.max(axis=(1, 2)) == m.min(axis=(1, 2)))
-            bad = {chunk[k]: "map contains NaN or infinite values" for k in np.flatnonzero(~finite)}
-            bad.update({chunk[k]: "constant map (no ranking)" for k in np.flatnonzero(constant)})
-            if bad:
-                errors[oid] = bad
-        yield list(chunk), maps, errors
+        yield list(chunk), maps, {}
 
     def maps_stage(self) -> StageReport:
         report = StageReport()
@@ -339,7 +405,7 @@ class Benchmark:
     def metrics_stage(self) -> StageReport:
         report = StageReport()
         metric_ids = self.cfg.metrics or list(DEFAULT_METRICS)
-        metric_objs: list[Metric] = [get_metric_class(m)(self.profile, self.batch_size, self.cfg.seed)
+        metric_objs: list[Metric] = [get_metric_class(m)(self.profile, self.resolve_pass_batch_size(), self.cfg.seed)
                                      for m in metric_ids]
         with self.lock(), self.open_maps() as maps, self.open_metrics() as store, self.image_cache():
             usable = self.check_images(maps)
@@ -367,7 +433,7 @@ class Benchmark:
         if cls is None:
             raise NotApplicable(f"no registered method computes {mid!r} on its own (imported or derived maps)")
         method = cls(quick=self.profile.quick_methods, seed=self.cfg.seed)
-        method.batch_size = self.batch_size
+        method.batch_size = self.pass_size_for(method)
         stored = attrs.get("params")
         if stored is not None and stored != method.params and attrs.get("produced_by") == mid:
             raise NotApplicable(f"the stored maps of {mid} were made with other parameters ({stored})")

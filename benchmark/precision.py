@@ -41,3 +41,17 @@ def autocast(name: str, device: torch.device):
     if name == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def active(name: str, device: torch.device):
+    """Run a block at precision ``name`` (TF32 switches and autocast), then restore the previous TF32 switches
+    (``perf`` computes the same work at fp32 and at another precision in one process)."""
+    check_precision(name)
+    prev = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    configure(name, device)
+    try:
+        with autocast(name, device):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev

@@ -149,7 +149,7 @@ class SanityCheck:
         methods: list[Method] = []
         for mid in known:
             method = METHODS[mid](quick=b.profile.quick_methods, seed=b.cfg.seed)
-            method.batch_size = b.batch_size
+            method.batch_size = b.pass_size_for(method)
             try:
                 method.check_applicable(b.model)
             except NotApplicable as err:

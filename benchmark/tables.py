@@ -96,6 +96,17 @@ class Run:
         sets, preset = m.get("layer_sets") or {}, m.get("polycam_preset")
         return list(sets[preset]) if preset in sets else None
 
+    def curves(self, prefix: str) -> dict[str, pd.DataFrame]:
+        """``{method: per-image curves}`` from ``<prefix>_details_<tag>_<method>.csv`` files."""
+        pattern = re.compile(rf"^{re.escape(prefix)}_details_{re.escape(self.tag)}_(.+)\.csv$")
+        out = {}
+        if self.csv_dir.is_dir():
+            for path in sorted(self.csv_dir.glob(f"{prefix}_details_*.csv")):
+                m = pattern.match(path.name)
+                if m:
+                    out[m.group(1)] = pd.read_csv(path, index_col=0).astype(np.float64)
+        return out
+
     def values(self, prefix: str) -> dict[str, pd.Series]:
         """``{method: per-image Series}`` from ``<prefix>_<tag>_<method>.csv`` files."""
         pattern = re.compile(rf"^{re.escape(prefix)}_{re.escape(self.tag)}_(.+)\.csv$")
@@ -425,6 +436,34 @@ def sensitivity_table(runs: list[Run], expect_paper_models: bool = False) -> Tab
                  pd.DataFrame(records), notes, missing)
 
 
+def remove_classify_table(runs: list[Run]) -> Table | None:
+    """CALM's remove-and-classify: per model and method, the dataset ratio sum(top-k correct) / sum(random-k
+    correct) for each erased fraction k (lower is better), from the ``rc_details`` CSVs. None without them."""
+    from metrics.remove_and_classify import ERASE_K, ratios_from_curves
+
+    curves = {r.tag: {m: c for m, c in r.curves("rc").items() if not is_ablation(m)} for r in runs}
+    with_rc = [r for r in runs if curves[r.tag]]
+    if not with_rc:
+        return None
+    header = ["model", "method", "n"] + [f"k={k:g} ↓" for k in ERASE_K] + ["mean ↓"]
+    rows, records = [], []
+    for r in with_rc:
+        for m, c in curves[r.tag].items():
+            ratios = ratios_from_curves(c.to_numpy())
+            mean = float(np.nanmean(list(ratios.values()))) if not all(np.isnan(v) for v in ratios.values()) \
+                else float("nan")
+            rows.append([r.label, m, str(len(c))] + [f"{ratios[k]:.3f}" for k in ERASE_K] + [f"{mean:.3f}"])
+            records.append({"table": "remove_classify", "model": r.tag, "profile": r.profile, "method": m,
+                            "n": len(c), **{f"ratio_k{k:g}": ratios[k] for k in ERASE_K}, "ratio_mean": mean})
+    notes = _profile_notes(with_rc) + [
+        "Remove-and-classify (CALM, Kim et al. 2021): for each fraction k of the pixels, the images still classified "
+        "as the explained class after erasing the k most attributed pixels (zero baseline), divided by the same "
+        "count after erasing k random pixels (seeded per image). Lower is better: the map found what the model "
+        "needs. A ratio is over the whole image set (n images), not a mean of per-image values."]
+    return Table("remove_classify", "Remove-and-classify ratio (CALM's evaluation)", header, rows,
+                 pd.DataFrame(records), notes, [])
+
+
 def read_randomisation(path: Path) -> pd.DataFrame:
     """Read a ``randomisation_<tag>.csv`` (long format) and check its columns."""
     df = pd.read_csv(path)
@@ -498,6 +537,9 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False)
         missing.append("Table 5: no max-sensitivity CSV (sens_<tag>_<method>.csv) for any model")
     else:
         tables["table5"] = t5
+    rc = remove_classify_table(runs)
+    if rc is not None:  # an optional metric (--metrics remove_classify): not listed as missing
+        tables["remove_classify"] = rc
     rnd = randomisation_table(runs)
     if rnd is None:
         missing.append("randomisation summary: no randomisation_<tag>.csv for any model")

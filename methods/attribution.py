@@ -111,6 +111,7 @@ class SmoothGrad(CaptumMethod):
     """
 
     id = "smoothgrad"
+    stochastic = True  # the noise draws follow nt_samples_batch_size, i.e. batch_size
     citation = "Smilkov et al., SmoothGrad: removing noise by adding noise, arXiv 2017"
     paper_params = {"nt_samples": 50, "stdev": 1.0, "abs": True, "reduction": "sum"}
     quick_params = {"nt_samples": 8}

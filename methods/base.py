@@ -68,6 +68,9 @@ class Method:
     # ablation ids follow its layer count): the harness calls check_applicable(model) before reading it
     variants: tuple[str, ...] = ()
     batch_size: int = 32  # model inputs per forward pass; set by the harness (--batch-size)
+    # True when the maps depend on batch_size (noise drawn per batch): the harness then always passes --batch-size
+    # (default 32 CPU / 128 GPU), never the tuned pass size, so the maps are the same on every machine
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, quick: bool = False, seed: int = 0, **overrides: Any):
         params = dict(self.paper_params)

@@ -67,19 +67,23 @@ class PxAPHistogram:
         self.edges = np.append(t, [1.0, 2.0, 3.0])
         self.true_hist = np.zeros(len(self.edges) - 1)
         self.false_hist = np.zeros(len(self.edges) - 1)
+        self.true_pixels = 0  # every true pixel, also those scored below the first threshold (not in the histogram)
 
     def accumulate(self, score: np.ndarray, gt: np.ndarray) -> None:
         if score.shape != gt.shape:
             raise MetricError(f"score map {score.shape} and ground truth {gt.shape} differ in shape")
         self.true_hist += np.histogram(score[gt == 1], bins=self.edges)[0]
+        self.true_pixels += int((gt == 1).sum())
         self.false_hist += np.histogram(score[gt == 0], bins=self.edges)[0]
 
     def compute(self) -> float:
         tp = self.true_hist[::-1].cumsum()
         fn = self.true_hist.sum() - tp
         fp = self.false_hist[::-1].cumsum()
-        if ((tp + fn) <= 0).all():
+        if self.true_pixels == 0:
             raise MetricError("no true cue pixel in this pair's images")
+        if ((tp + fn) <= 0).all():
+            return 0.0  # every true pixel scored below the first threshold: the map finds none of them
         if ((tp + fp) <= 0).all():
             return 0.0  # the reference raises; a map that is zero everywhere finds nothing
         nonzero = (tp + fp) != 0
@@ -217,7 +221,8 @@ def cue_localization(model, method, cub_root, groups=GROUPS, max_pairs: int | No
     """Mean PxAP per group of 1/2/3 differing parts for ``method`` (a :class:`methods.base.Method`) on
     ``model`` (a ModelBundle: any classifier, or a CALM model for calm_em/calm_ml).
 
-    Returns {"pxap": {group: mean PxAP}, "pairs": {group: [(c1, c2, PxAP, images)]}, "fix": ..., "seed": ...}.
+    Returns {"pxap": {group: mean PxAP}, "pairs": {group: [(c1, c2, PxAP, images)]}, "fix": ..., "seed": ...,
+    "failed": [(c1, c2, reason)]}.
     ``max_pairs``: at most that many pairs per group, drawn with ``numpy.random.default_rng(seed)``."""
     from tqdm import tqdm
 
@@ -228,7 +233,7 @@ def cue_localization(model, method, cub_root, groups=GROUPS, max_pairs: int | No
     rng = np.random.default_rng(seed)
     method.check_applicable(model)
     result = {"pxap": {}, "pairs": {}, "fix": FIX if reset_per_pair else "none (reference behaviour)",
-              "seed": seed, "max_pairs": max_pairs, "method": method.id}
+              "seed": seed, "max_pairs": max_pairs, "method": method.id, "failed": []}
     shared = PxAPHistogram()
     for g in groups:
         pairs = by_group.get(g, [])
@@ -251,7 +256,11 @@ def cue_localization(model, method, cub_root, groups=GROUPS, max_pairs: int | No
                 for k, (_im, m) in enumerate(chunk):
                     hist.accumulate(clip_norm(np.abs(s1[k] - s2[k]).astype(np.float64)), m)
             if items:
-                ap = hist.compute()
+                try:
+                    ap = hist.compute()
+                except MetricError as err:  # recorded; the other pairs go on
+                    result["failed"].append((c1, c2, str(err)))
+                    continue
                 scores.append(ap)
                 result["pairs"][g].append((c1, c2, ap, len(items)))
         result["pxap"][g] = float(np.mean(scores)) if scores else float("nan")

@@ -1,7 +1,9 @@
-"""Train CALM-EM, CALM-ML and an ordinary CAM classifier on the synthetic pattern task and print their accuracy,
-localisation scores (pointing game, energy in the box, pixel AP of the glyph's pixels) and seconds per epoch.
+"""Train CALM-EM, CALM-ML and an ordinary CAM classifier on the synthetic pattern task, over one or several seeds,
+and print their accuracy, localisation scores (pointing game, energy in the box, pixel AP of the glyph's pixels)
+and seconds per epoch, per seed and as a mean over seeds, with how many seeds CALM beats CAM on each score.
 
-    python scripts/calm_synthetic.py [--epochs 6] [--seed 0] [--n-train 1536] [--json OUT.json]
+    python scripts/calm_synthetic.py [--epochs 6] [--seeds 0,1,2] [--optimizer reference|adam]
+                                     [--kinds em,ml,cam] [--n-train 1536] [--json OUT.json]
 
 See benchmark/calm_synthetic.py for the data, the models and the scores (the same code the tests use).
 """
@@ -13,28 +15,47 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmark.calm_synthetic import run_experiment  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmark.calm_synthetic import OPTIMIZERS, run_experiment  # noqa: E402
+
+KEYS = ["accuracy", "pointing_game", "pointing_game_tol4", "energy_in_box", "energy_in_box_tol4", "pixel_ap",
+        "seconds_per_epoch"]
+NAMES = {"em": "CALM-EM", "ml": "CALM-ML", "cam": "CAM"}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--optimizer", default="reference", choices=OPTIMIZERS)
+    p.add_argument("--kinds", default="em,ml,cam")
     p.add_argument("--n-train", type=int, default=1536)
     p.add_argument("--n-test", type=int, default=256)
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    r = run_experiment(seed=a.seed, n_train=a.n_train, n_test=a.n_test, epochs=a.epochs)
-    keys = ["accuracy", "pointing_game", "pointing_game_tol4", "energy_in_box", "energy_in_box_tol4", "pixel_ap",
-            "seconds_per_epoch"]
+    seeds = [int(s) for s in a.seeds.split(",")]
+    kinds = tuple(a.kinds.split(","))
     print(f"synthetic pattern task: {a.n_train} training / {a.n_test} test images 48x48, {a.epochs} epochs, "
-          f"seed {a.seed}; maps: CALM jointll p(y,z|x), CAM W_y.g + b_y; the true class")
-    print(f"{'model':<8}" + "".join(f"{k:>20}" for k in keys))
-    for kind, name in (("em", "CALM-EM"), ("ml", "CALM-ML"), ("cam", "CAM")):
-        print(f"{name:<8}" + "".join(f"{r[kind][k]:>20.4f}" for k in keys))
+          f"optimizer {a.optimizer}, seeds {seeds}; maps: CALM jointll p(y,z|x), CAM W_y.g + b_y; the true class",
+          flush=True)
+    runs = {}
+    for seed in seeds:
+        r = run_experiment(seed=seed, n_train=a.n_train, n_test=a.n_test, epochs=a.epochs, kinds=kinds,
+                           optimizer=a.optimizer)
+        runs[seed] = {k: {m: v for m, v in d.items() if m != "model"} for k, d in r.items()}
+        print(f"\nseed {seed}\n{'model':<8}" + "".join(f"{k:>20}" for k in KEYS))
+        for kind in kinds:
+            print(f"{NAMES[kind]:<8}" + "".join(f"{runs[seed][kind][k]:>20.4f}" for k in KEYS), flush=True)
+    print(f"\nmean over {len(seeds)} seed(s)\n{'model':<8}" + "".join(f"{k:>20}" for k in KEYS))
+    for kind in kinds:
+        print(f"{NAMES[kind]:<8}" + "".join(f"{np.mean([runs[s][kind][k] for s in seeds]):>20.4f}" for k in KEYS))
+    if "cam" in kinds:
+        for kind in (k for k in kinds if k != "cam"):
+            wins = {k: sum(runs[s][kind][k] > runs[s]["cam"][k] for s in seeds) for k in KEYS[1:-1]}
+            print(f"seeds where {NAMES[kind]} > CAM: " + ", ".join(f"{k} {v}/{len(seeds)}" for k, v in wins.items()))
     if a.json:
-        Path(a.json).write_text(json.dumps({k: {m: v for m, v in d.items() if m != "model"} for k, d in r.items()},
-                                           indent=1))
+        Path(a.json).write_text(json.dumps({"epochs": a.epochs, "optimizer": a.optimizer, "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

@@ -65,6 +65,25 @@ def test_em_loss_floor_and_stop_gradient():
     assert torch.allclose(f.grad[0, 1, 0], post * (1 - pyz0), atol=1e-9)
 
 
+def test_em_and_ml_have_the_same_gradient():
+    """Fisher's identity: with the posterior held constant at the current parameters, the gradient of the EM
+    objective equals the gradient of the marginal log-likelihood. So CALM-EM and CALM-ML take the same step from the
+    same weights (up to the 1e-10 in the posterior and the 1e-8 floor, inactive here), with respect to the class
+    maps and to the location map alike; the two losses differ in value, not in direction."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(4, 5, 3, 3, generator=g, dtype=torch.float64)
+    a = torch.rand(4, 1, 3, 3, generator=g, dtype=torch.float64) + 0.1  # p(z|x) > 1e-8 everywhere
+    y = torch.tensor([0, 3, 4, 1])
+    grads = {}
+    for name, loss in (("em", calm_em_loss), ("ml", calm_ml_loss)):
+        fl, al = f.clone().requires_grad_(True), a.clone().requires_grad_(True)
+        loss(fl, al, y).backward()
+        grads[name] = (fl.grad, al.grad)
+    assert torch.allclose(grads["em"][0], grads["ml"][0], rtol=1e-8, atol=1e-12)
+    assert torch.allclose(grads["em"][1], grads["ml"][1], rtol=1e-8, atol=1e-12)
+    assert calm_em_loss(f, a, y).item() != pytest.approx(calm_ml_loss(f, a, y).item(), rel=1e-3)
+
+
 def test_forward_is_log_p_and_probabilities_sum_to_one():
     torch.manual_seed(0)
     net = CalmNet(small_trunk(8), 16, 5, "em", "small").eval()
@@ -204,19 +223,26 @@ def synthetic():
 
 
 def test_synthetic_calm_learns_and_locates_the_pattern(synthetic):
-    """Chance levels: the glyph's box is 64 of 2304 pixels (2.8 %), its pixels about 1.7 %.
+    """All three models trained with the reference schedule (SGD Nesterov, momentum 0.9, weight decay 1e-4, lr 0.01
+    and 10x for the heads). Chance levels: the glyph's box is 64 of 2304 pixels (2.8 %), its pixels about 1.7 %.
 
-    Observed (seed 0, 6 epochs): CALM-EM accuracy 0.965, pointing game 0.754, energy in box 0.258, pixel AP 0.373;
-    CALM-ML 0.938 / 0.699 / 0.254 / 0.364; CAM 1.0 / 0.902 / 0.375 / 0.361. CALM does NOT beat CAM here on the
-    pointing game or the energy (it does by a hair on pixel AP, too small to assert): the claim is not
-    reproduced by this synthetic task, and this test asserts only what holds with a margin."""
+    Observed (seed 0, 6 epochs): accuracy / pointing game / energy in box / pixel AP: CALM-EM 1.000 / 0.969 / 0.300
+    / 0.405, CALM-ML 1.000 / 0.965 / 0.302 / 0.406, CAM 0.996 / 0.953 / 0.381 / 0.411.
+    Over seeds 0-5 (``python scripts/calm_synthetic.py --seeds 0,1,2,3,4,5``): pointing game CALM-EM 0.947 vs
+    CAM 0.927 (CALM ahead in 4 of 6 seeds), energy in box 0.302 vs 0.361 (CAM ahead in 6 of 6), pixel AP 0.407 vs
+    0.408 (CALM ahead in 2 of 6); at 12 epochs CAM is ahead on the pointing game too. "CALM locates the pattern
+    better than CAM" is therefore NOT reproduced by this task in a way that holds across seeds, and this test does
+    not assert it: it asserts what holds with a margin, and that EM and ML train alike (they take the same gradient
+    step: test_em_and_ml_have_the_same_gradient)."""
     r = synthetic
     for kind in ("em", "ml", "cam"):
         assert r[kind]["accuracy"] >= 0.9, (kind, r[kind]["accuracy"])
-        assert r[kind]["pointing_game"] >= 0.5, (kind, r[kind]["pointing_game"])
+        assert r[kind]["pointing_game"] >= 0.8, (kind, r[kind]["pointing_game"])
         assert r[kind]["pointing_game_tol4"] >= 0.95, (kind, r[kind]["pointing_game_tol4"])
-        assert r[kind]["energy_in_box"] >= 0.15, (kind, r[kind]["energy_in_box"])
-        assert r[kind]["pixel_ap"] >= 0.25, (kind, r[kind]["pixel_ap"])
+        assert r[kind]["energy_in_box"] >= 0.2, (kind, r[kind]["energy_in_box"])
+        assert r[kind]["pixel_ap"] >= 0.3, (kind, r[kind]["pixel_ap"])
+    for key in ("accuracy", "pointing_game", "pixel_ap"):
+        assert abs(r["em"][key] - r["ml"][key]) <= 0.03, (key, r["em"][key], r["ml"][key])
 
 
 def test_remove_and_classify_pattern_map_beats_random_map():
@@ -228,7 +254,7 @@ def test_remove_and_classify_pattern_map_beats_random_map():
 
     torch.manual_seed(0)
     model = CalmNet(small_trunk(32), 64, 3, "em", "small")
-    train_model(model, make_synthetic(1536, 0), "em", 3, 0)
+    train_model(model, make_synthetic(1536, 0), "em", 3, 0, optimizer="adam")
     b = small_bundle()
     b.net = model
     data = make_synthetic(64, 11)
@@ -443,3 +469,29 @@ def test_cue_localization_end_to_end(tmp_path):
     assert ref["pxap"][1] == pytest.approx(res["pxap"][1])  # the first pair is the same either way
     gc = cue_localization(b, make_method("gradcam"), tmp_path, groups=(1,))  # any method
     assert 0 <= gc["pxap"][1] <= 100
+
+
+def test_cue_localization_command(tmp_path):
+    """The CLI on the fake CUB folder, any torchvision model (random weights), two methods: CSV + JSON."""
+    import json
+
+    import pandas as pd
+
+    from conftest import run_cli
+
+    make_fake_cub(tmp_path / "cub")
+    out = tmp_path / "out"
+    r = run_cli("cue-localization", "--cub", tmp_path / "cub", "--model", "mobilenet_v3_small", "--weights",
+                "random", "--methods", "gradcam,inputxgrad", "--groups", "1,2", "--batch-size", "4", "--out", out,
+                "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    df = pd.read_csv(out / "cue_localization_mobilenet_v3_small-random.csv")
+    assert df[["method", "group"]].values.tolist() == [["gradcam", 1], ["gradcam", 2], ["inputxgrad", 1],
+                                                       ["inputxgrad", 2]]
+    assert df["pairs"].tolist() == [1, 1, 1, 1] and df["images"].tolist() == [4, 4, 4, 4]
+    assert df["pxap"].between(0, 100).all()
+    full = json.loads((out / "cue_localization_mobilenet_v3_small-random.json").read_text())
+    assert full["fix"].startswith("histograms reset") and full["seed"] == 0
+    bad = run_cli("cue-localization", "--cub", tmp_path / "cub", "--model", "mobilenet_v3_small", "--weights",
+                  "random", "--groups", "4", "--out", out)
+    assert bad.returncode == 2 and "--groups" in bad.stderr

@@ -152,7 +152,7 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path):
 
 def test_help_on_every_command():
     for cmd in ("run", "maps", "metrics", "tables", "report", "sanity", "perf", "merge", "status", "train-calm",
-                "methods", "models", "export-npz", "import-npz"):
+                "cue-localization", "methods", "models", "export-npz", "import-npz"):
         res = run_cli(cmd, "--help")
         assert res.returncode == 0 and "usage:" in res.stdout
 

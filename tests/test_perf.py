@@ -143,8 +143,9 @@ def test_perf_command_tiny_json_has_every_field(tmp_path):
     res = json.loads(out.read_text())
     for key in ("schema", "date", "precision", "device", "environment", "load_average", "threads", "model",
                 "weights", "profile", "seed", "images", "image_names", "batch_size", "repeats", "warmup",
-                "overrides", "limit", "items", "peers", "polycam", "targets"):
+                "overrides", "limit", "items", "peers", "polycam", "precision_drift", "targets"):
         assert key in res, key
+    assert res["precision_drift"] == []  # fp32 is the reference: nothing to compare
     assert res["schema"] == "benchmark-perf/1" and res["precision"] == "fp32"
     assert res["model"] == "mobilenet_v3_small-random" and res["images"] == 1
     assert res["environment"]["versions"]["torch"].startswith("2.")
@@ -184,6 +185,30 @@ def test_perf_command_tiny_json_has_every_field(tmp_path):
     assert res["targets"]["polycam_passes_within_pcampm"] is True
     assert res["targets"]["efficiency_min_forward_only"] > 0
     assert "| method occlusion | 37 | 37 |" in proc.stdout
+
+
+def test_precision_drift_is_zero_at_fp32_and_measured_at_bf16(mnet, photo):
+    from benchmark.perf import precision_drift
+    from benchmark.profiles import get_profile
+    from methods.base import make_method
+    from metrics.base import get_metric_class
+
+    t = mnet.net(photo).argmax(1)
+    method = make_method("gradcam", quick=True)
+    ins = get_metric_class("insertion")(get_profile("quick"), 8, 0)
+    same = precision_drift(mnet, photo, t, 224, "fp32", {"gradcam": method}, [(ins, None, None)], mnet.device,
+                           echo=lambda s: None)
+    assert same[0]["map_max_abs_diff"] == 0 and same[0]["spearman_min"] == pytest.approx(1.0)
+    assert same[0]["metrics"]["insertion"]["max_abs_diff"] == 0
+    (row,) = precision_drift(mnet, photo, t, 224, "bf16", {"gradcam": method}, [(ins, None, None)], mnet.device,
+                             echo=lambda s: None)
+    assert row["method"] == "gradcam" and row["precision"] == "bf16" and row["images"] == 1
+    assert row["map_max_abs_diff"] > 0  # bf16 keeps 8 bits of mantissa: the map moves
+    assert -1 <= row["spearman_min"] <= 1 and row["spearman_min"] < 1
+    m = row["metrics"]["insertion"]
+    assert set(m) == {"fp32", "bf16", "mean_abs_diff", "max_abs_diff"}
+    assert m["fp32"] == pytest.approx(same[0]["metrics"]["insertion"]["fp32"])
+    assert torch.backends.cuda.matmul.allow_tf32 is False  # the switches are restored
 
 
 def test_set_overrides_parse_json_values_and_reject_bad_syntax():

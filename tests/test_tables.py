@@ -180,6 +180,27 @@ def test_table5_from_sens_csvs(results):
     assert "| gradcam | 2 | 2.0000 ± 1.0000 | 0.0625 |" in t.markdown()
 
 
+def test_remove_and_classify_ratios_from_rc_details(results):
+    csv = results / "vgg16" / "csv"
+    # 3 images, bits [top-k for k=.1,.3,.5,.7,.9 | random for the same k]
+    write_curves(csv / "rc_details_vgg16_gradcam.csv", {
+        "a.JPEG": [1, 1, 0, 0, 0, 1, 1, 1, 1, 0],
+        "b.JPEG": [0, 1, 0, 0, 0, 1, 1, 1, 0, 0],
+        "c.JPEG": [1, 0, 1, 0, 0, 1, 0, 1, 0, 0]})
+    write_values(csv / "rc_auc_vgg16_gradcam.csv", {"a.JPEG": 0.0, "b.JPEG": 0.0, "c.JPEG": 0.0})
+    built = build_results_tables(results)
+    t = built["tables"]["remove_classify"]
+    row = t.data.set_index(["model", "method"]).loc[("vgg16", "gradcam")]
+    # k=.1: 2/3; k=.3: 2/2; k=.5: 1/3; k=.7: 0/1; k=.9: no random-erased image correct -> NaN
+    assert row["n"] == 3
+    assert row["ratio_k0.1"] == pytest.approx(2 / 3) and row["ratio_k0.3"] == pytest.approx(1.0)
+    assert row["ratio_k0.5"] == pytest.approx(1 / 3) and row["ratio_k0.7"] == 0.0 and np.isnan(row["ratio_k0.9"])
+    assert row["ratio_mean"] == pytest.approx((2 / 3 + 1 + 1 / 3 + 0) / 4)
+    assert "| VGG16 | gradcam | 3 | 0.667 | 1.000 | 0.333 | 0.000 | nan | 0.500 |" in t.markdown()
+    assert (results / "tables" / "remove_classify.csv").is_file()
+    assert "remove_classify" not in build_results_tables(results / "resnet50")["tables"]
+
+
 def test_randomisation_summary(results):
     rows = []
     for conv, base in (("original_top1", 0.0), ("randomised_top1", 0.5)):

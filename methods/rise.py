@@ -61,8 +61,10 @@ class RiseMasks:
         self.cols = (shift_x[:, None] + torch.arange(w)).to(device)
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        """Masks ``idx`` (1-D tensor of mask indices on the device) as [len, H, W] float32."""
-        return self.wy[self.rows[idx]] @ self.grid[idx] @ self.wx[self.cols[idx]].transpose(1, 2)
+        """Masks ``idx`` (1-D tensor of mask indices on the device) as [len, H, W] float32 (also under a bf16
+        autocast: the masks and the saliency sum stay float32, only the model's passes use the run's precision)."""
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return self.wy[self.rows[idx]] @ self.grid[idx] @ self.wx[self.cols[idx]].transpose(1, 2)
 
 
 _MASKS: dict[tuple, RiseMasks] = {}
@@ -95,11 +97,12 @@ def rise_saliency(net: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, 
         return masks(k % n)[:, None] * x[k // n]
 
     probs = class_probabilities(net, make_inputs, b * n, targets.to(x.device).repeat_interleave(n), batch_size)
-    probs = probs.view(b, n)
+    probs = probs.view(b, n).float()
     sal = torch.zeros(b, h * w, device=x.device)
-    for start in range(0, n, SUM_CHUNK):
-        idx = mask_index[start:start + SUM_CHUNK]
-        sal.addmm_(probs[:, start:start + len(idx)], masks(idx).view(len(idx), h * w))
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        for start in range(0, n, SUM_CHUNK):
+            idx = mask_index[start:start + SUM_CHUNK]
+            sal.addmm_(probs[:, start:start + len(idx)], masks(idx).view(len(idx), h * w))
     return (sal / (n * masks.p1)).view(b, h, w)
 
 

@@ -211,6 +211,23 @@ def test_precision_drift_is_zero_at_fp32_and_measured_at_bf16(mnet, photo):
     assert torch.backends.cuda.matmul.allow_tf32 is False  # the switches are restored
 
 
+def test_rise_runs_under_bf16_with_float32_masks(lite0, cat):
+    """Under --precision bf16 only the model's passes are bf16: RISE's masks and weighted sum stay float32 (this
+    raised a dtype error in addmm before)."""
+    from benchmark import precision
+    from methods.base import make_method
+
+    t = lite0.net(cat).argmax(1)
+    rise = make_method("rise", quick=True, n_masks=24)
+    rise.batch_size = 8
+    ref = rise.compute_all(lite0, cat, t)["rise"]
+    with precision.active("bf16", lite0.device):
+        low = rise.compute_all(lite0, cat, t)["rise"]
+        assert rise.masks((224, 224), cat.device)(torch.arange(3)).dtype == torch.float32
+    assert low.dtype == torch.float32 and low.shape == ref.shape and torch.isfinite(low).all()
+    assert not torch.equal(low, ref)  # the passes did run in bf16
+
+
 def test_set_overrides_parse_json_values_and_reject_bad_syntax():
     from benchmark.perf import parse_overrides
 

@@ -409,18 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", help="npz files")
     s.add_argument("--method", default=None, help="method id for the maps (default: from the file name)")
     s.set_defaults(func=cmd_import)
-    s = sub.add_parser("cue-localization", help="CALM's cue localization on CUB-200-2011 class pairs (PxAP per "
-                       "group of 1/2/3 differing parts), for any method")
-    from .cue import add_arguments as _cue_arguments
-
-    _cue_arguments(s)
-    s.set_defaults(func=lambda a: __import__("benchmark.cue", fromlist=["main"]).main(a))
-    s = sub.add_parser("train-calm", help="train a CALM-EM or CALM-ML model on an ImageFolder dataset (resumable)")
-    from .calm_train import add_arguments as _calm_arguments
-
-    _calm_arguments(s)
-    s.set_defaults(func=lambda a: __import__("benchmark.calm_train", fromlist=["main"]).main(a))
+    for name, module, what in (
+            ("cue-localization", "cue", "CALM's cue localization on CUB-200-2011 class pairs (PxAP per group of "
+             "1/2/3 differing parts), for any method"),
+            ("train-calm", "calm_train", "train a CALM-EM or CALM-ML model on an ImageFolder dataset (resumable)")):
+        _module_command(sub, name, module, what)
     return p
+
+
+def _module_command(sub, name: str, module: str, what: str) -> None:
+    """A command whose arguments and ``main(args)`` live in ``benchmark.<module>`` (imported when it runs)."""
+    import importlib
+
+    s = sub.add_parser(name, help=what)
+    importlib.import_module(f"benchmark.{module}").add_arguments(s)
+    s.set_defaults(func=lambda a: importlib.import_module(f"benchmark.{module}").main(a))
 
 
 def main(argv: list[str] | None = None) -> int:

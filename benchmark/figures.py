@@ -108,8 +108,7 @@ def curves_figure(run: Run, path: Path) -> Path | None:
 def ablation_figure(run: Run, path: Path) -> Path | None:
     """Figures 11-12: insertion, deletion and Ins-Del per layer, last layer to first (left to right): Poly-CAM
     fused down to that layer (solid) and CAM on that layer alone (dashed), mean ± SE."""
-    ins, dele = run.values("ins_auc"), run.values("del_auc")
-    ids = {m for m in set(ins) | set(dele) if is_ablation(m)}
+    ins, dele, ids = run.ablation_aucs()
     if not ids:
         return None
     n = ablation_layer_count(ids)

@@ -96,27 +96,29 @@ class Run:
         sets, preset = m.get("layer_sets") or {}, m.get("polycam_preset")
         return list(sets[preset]) if preset in sets else None
 
-    def curves(self, prefix: str) -> dict[str, pd.DataFrame]:
-        """``{method: per-image curves}`` from ``<prefix>_details_<tag>_<method>.csv`` files."""
-        pattern = re.compile(rf"^{re.escape(prefix)}_details_{re.escape(self.tag)}_(.+)\.csv$")
+    def _per_method(self, stem: str, read) -> dict:
+        """``{method: read(path)}`` for the files ``<stem>_<tag>_<method>.csv`` of the CSV folder."""
+        pattern = re.compile(rf"^{re.escape(stem)}_{re.escape(self.tag)}_(.+)\.csv$")
         out = {}
         if self.csv_dir.is_dir():
-            for path in sorted(self.csv_dir.glob(f"{prefix}_details_*.csv")):
+            for path in sorted(self.csv_dir.glob(f"{stem}_*.csv")):
                 m = pattern.match(path.name)
                 if m:
-                    out[m.group(1)] = pd.read_csv(path, index_col=0).astype(np.float64)
+                    out[m.group(1)] = read(path)
         return out
+
+    def curves(self, prefix: str) -> dict[str, pd.DataFrame]:
+        """``{method: per-image curves}`` from ``<prefix>_details_<tag>_<method>.csv`` files."""
+        return self._per_method(f"{prefix}_details", lambda p: pd.read_csv(p, index_col=0).astype(np.float64))
 
     def values(self, prefix: str) -> dict[str, pd.Series]:
         """``{method: per-image Series}`` from ``<prefix>_<tag>_<method>.csv`` files."""
-        pattern = re.compile(rf"^{re.escape(prefix)}_{re.escape(self.tag)}_(.+)\.csv$")
-        out = {}
-        if self.csv_dir.is_dir():
-            for path in sorted(self.csv_dir.glob(f"{prefix}_*.csv")):
-                m = pattern.match(path.name)
-                if m:
-                    out[m.group(1)] = read_values_csv(path).astype(np.float64)
-        return out
+        return self._per_method(prefix, lambda p: read_values_csv(p).astype(np.float64))
+
+    def ablation_aucs(self) -> tuple[dict, dict, set[str]]:
+        """(insertion values, deletion values, the Poly-CAM ablation map ids among them)."""
+        ins, dele = self.values("ins_auc"), self.values("del_auc")
+        return ins, dele, {m for m in set(ins) | set(dele) if is_ablation(m)}
 
 
 def load_run(run_dir: str | Path, tag: str | None = None) -> Run:
@@ -344,8 +346,7 @@ def _layer_label(names: list[str] | None, i: int, n_layers: int) -> str:
 def ablation_table(run: Run) -> Table | None:
     """Tables 2-3 for one model: PCAM W after each fusion step and CAM W on each isolated layer (deepest first);
     PCAM W without LNorm (paper B.2, no published number) at the end. None if the run has no ablation CSVs."""
-    ins, dele = run.values("ins_auc"), run.values("del_auc")
-    ids = {m for m in set(ins) | set(dele) if is_ablation(m)}
+    ins, dele, ids = run.ablation_aucs()
     if not ids:
         return None
     n_layers = ablation_layer_count(ids)

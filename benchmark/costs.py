@@ -21,6 +21,7 @@ within a time budget; the ETA prices the passes at the rate of the run's batch s
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -94,13 +95,15 @@ def one_pass(net: torch.nn.Module, x: torch.Tensor, backward: bool) -> None:
 
 
 def time_passes(net: torch.nn.Module, x: torch.Tensor, backward: bool, min_seconds: float,
-                min_reps: int = 1) -> float:
-    """Passes per second at ``x.shape[0]`` inputs per pass (see :func:`one_pass`), after one warm-up pass."""
+                min_reps: int = 1, warmup: bool = True) -> float:
+    """Passes per second at ``x.shape[0]`` inputs per pass (see :func:`one_pass`), timed over at least
+    ``min_seconds`` and ``min_reps`` passes, after one warm-up pass unless ``warmup=False``."""
 
     def once():
         one_pass(net, x, backward)
 
-    once()
+    if warmup:
+        once()
     sync(x.device)
     n, t0 = 0, time.perf_counter()
     while True:
@@ -110,6 +113,22 @@ def time_passes(net: torch.nn.Module, x: torch.Tensor, backward: bool, min_secon
         dt = time.perf_counter() - t0
         if n >= min_reps and dt >= min_seconds:
             return n * x.shape[0] / dt
+
+
+def round_robin_rates(net: torch.nn.Module, sizes: list[int], size: int, device: torch.device, backward: bool,
+                      rounds: int, min_seconds: float) -> dict[int, list[float]]:
+    """Passes/s at each batch size of ``sizes``, measured ``rounds`` times in rotating order (a b c, b c a, c a b,
+    ...): a change of load on a shared machine then hits every size alike, and the median of a size's rounds is not
+    the luck of one moment (on a 2-core CPU the rate of one size was seen to move by 20-30 % between consecutive
+    blocks of a second). Each block is :func:`time_passes` with its own warm-up pass, so the first pass after a
+    change of size (cold caches, new buffers) is not timed."""
+    inputs = {bs: probe_input(bs, size, device) for bs in sizes}
+    rates: dict[int, list[float]] = {bs: [] for bs in sizes}
+    for r in range(max(1, rounds)):
+        k = r % len(sizes)
+        for bs in sizes[k:] + sizes[:k]:
+            rates[bs].append(time_passes(net, inputs[bs], backward, min_seconds))
+    return rates
 
 
 def calibration_sizes(batch_size: int) -> list[int]:
@@ -148,19 +167,22 @@ PASS_TIE = 0.03  # a smaller batch within 3 % of the fastest is preferred (less 
 
 
 def tune_pass_batch_size(net: torch.nn.Module, size: int, device: torch.device, cap: int | None = None,
-                         min_seconds: float = 0.15) -> tuple[int, dict]:
+                         min_seconds: float = 0.15, rounds: int = 3) -> tuple[int, dict]:
     """The model's fastest number of inputs per forward pass on ``device``: forward passes/s of seeded probe
-    inputs at each candidate size (CPU 2..32, GPU 32..512; at most ``cap``), each after one warm-up pass and for at
-    least ``min_seconds``; the smallest size within 3 % of the best rate wins. On a 2-core CPU EfficientNet-Lite0
-    runs about 2x faster per pass at 4-8 inputs than at 32 (the working set stays in cache); on a GPU the larger
-    batches win. Returns (size, {"candidates": {size: passes/s}, "chosen": size, "seconds": s})."""
+    inputs at each candidate size (CPU 2..32, GPU 32..512; at most ``cap``), the median of ``rounds`` blocks of at
+    least ``min_seconds`` taken in rotating order (:func:`round_robin_rates`); the smallest size within 3 % of the
+    best median wins. On a 2-core CPU EfficientNet-Lite0 runs about 2x faster per pass at 4-8 inputs than at 32
+    (the working set stays in cache); on a GPU the larger batches win. Returns (size, {"candidates": {size:
+    median passes/s}, "rounds": {size: [passes/s per round]}, "chosen": size, "seconds": s})."""
     t0 = time.perf_counter()
     cands = [b for b in PASS_CANDIDATES["cuda" if device.type == "cuda" else "cpu"] if cap is None or b <= cap]
     cands = cands or [max(1, cap or 1)]
-    rates = {b: time_passes(net, probe_input(b, size, device), False, min_seconds) for b in cands}
+    measured = round_robin_rates(net, cands, size, device, False, rounds, min_seconds)
+    rates = {b: statistics.median(v) for b, v in measured.items()}
     best = max(rates.values())
     chosen = min(b for b, r in rates.items() if r >= (1 - PASS_TIE) * best)
-    return chosen, {"candidates": {str(b): round(r, 2) for b, r in rates.items()}, "chosen": chosen,
+    return chosen, {"candidates": {str(b): round(r, 2) for b, r in rates.items()},
+                    "rounds": {str(b): [round(r, 2) for r in v] for b, v in measured.items()}, "chosen": chosen,
                     "seconds": round(time.perf_counter() - t0, 2)}
 
 

@@ -1,5 +1,7 @@
 """The memory bound: exact activation bytes on a hand-made net, the cap, and a capped run equal to an uncapped one."""
 
+import statistics
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,8 @@ def test_pass_batch_size_is_tuned_within_the_cap_and_stochastic_methods_keep_the
     assert set(rec["candidates"]) == {"2", "4", "8"} and rec["chosen"] == size and size in (2, 4, 8)
     best = max(rec["candidates"].values())
     assert rec["candidates"][str(size)] >= 0.97 * best  # within the 3 % tie band of the fastest
+    for k, rounds in rec["rounds"].items():  # each candidate: the median of 3 blocks taken in rotating order
+        assert len(rounds) == 3 and rec["candidates"][k] == pytest.approx(statistics.median(rounds), abs=0.02)
     assert all(b <= 32 for b in PASS_CANDIDATES["cpu"])
 
     bench = Benchmark(RunConfig(model="efficientnet_lite0", data="demo", limit=1, profile="quick", progress=False,

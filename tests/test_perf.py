@@ -76,6 +76,34 @@ def test_plan_equals_the_passes_the_pipeline_runs(tmp_path):
     assert sum(done.values()) > 0
 
 
+def test_limit_pools_both_sweeps_by_median_and_keeps_the_peak():
+    """Hand-made sweeps: per size the median of all blocks of both sweeps, the limit at the best median (not at the
+    fastest block), the peak at the fastest block; efficiencies against both."""
+    from benchmark.perf import _peak, _row, combine_limits, efficiency
+
+    def sweep(rates4, rates8):
+        rows = [_row(4, {"forward": rates4, "backward": None}), _row(8, {"forward": rates8, "backward": None})]
+        return {"sweep": rows, "peak": _peak(rows)}
+
+    lim = combine_limits(sweep([70.0, 74.0, 72.0], [60.0, 90.0, 61.0]), sweep([76.0, 75.0, 73.0], [62.0, 63.0, 59.0]))
+    assert [r["forward_passes_per_s"] for r in lim["sweep"]] == [73.5, 61.5]  # medians of 6 blocks each
+    assert lim["forward"] == {"batch_size": 4, "passes_per_s": 73.5}
+    assert lim["peak"]["forward"] == {"batch_size": 8, "passes_per_s": 90.0}
+    assert lim["backward"] is None and lim["peak"]["backward"] is None
+    assert efficiency(147.0, 0, 2.5, lim) == pytest.approx(147.0 / 73.5 / 2.5)  # 0.8
+    assert efficiency(147.0, 0, 2.5, lim["peak"]) == pytest.approx(147.0 / 90.0 / 2.5)
+
+
+def test_round_robin_rates_time_every_size_in_every_round(mnet):
+    from benchmark.costs import round_robin_rates
+    from benchmark.perf import PassCounter
+
+    with PassCounter(mnet.net) as c:
+        rates = round_robin_rates(mnet.net, [1, 2], 32, torch.device("cpu"), False, rounds=3, min_seconds=0.0)
+    assert set(rates) == {1, 2} and all(len(v) == 3 and min(v) > 0 for v in rates.values())
+    assert c.calls == 2 * 2 * 3  # per size and round: a warm-up pass and one timed pass (min_seconds=0)
+
+
 def test_reference_polycam_loop_gives_our_maps_with_its_own_passes(mnet, photo):
     """The reference-style loop (PCAM+, PCAM-, PCAM+- one after the other, chunks of 32 channels, no skipping)
     computes the same maps as pcampm, and runs 3 + 4 C passes per image where pcampm runs at most 2 C + 1."""
@@ -151,16 +179,19 @@ def test_perf_command_tiny_json_has_every_field(tmp_path):
     assert res["environment"]["versions"]["torch"].startswith("2.")
     assert res["limit"]["forward"]["passes_per_s"] > 0 and res["limit"]["backward"]["passes_per_s"] > 0
     assert len(res["limit"]["measurements"]) == 2
-    assert res["limit"]["sweep"][0]["batch_size"] == 4
+    row = res["limit"]["sweep"][0]
+    assert row["batch_size"] == 4 and len(row["forward_rates"]) == 2  # one block per sweep (--repeats 1)
+    assert res["limit"]["peak"]["forward"]["passes_per_s"] >= res["limit"]["forward"]["passes_per_s"]
 
     items = {(i["kind"], i["id"]): i for i in res["items"]}
     assert set(items) == {("method", "gradcam"), ("method", "occlusion"), ("method", "pcampm"),
                           ("metric", "insertion"), ("metric", "deletion")}
     for it in items.values():
         for key in ("params", "batch_size", "images", "forward_only", "declared", "measured", "exact",
-                    "passes_saved_per_image", "seconds", "seconds_all", "images_per_s", "passes_per_s", "efficiency"):
+                    "passes_saved_per_image", "seconds", "seconds_all", "images_per_s", "passes_per_s", "efficiency",
+                    "efficiency_vs_peak"):
             assert key in it, (it["id"], key)
-        assert it["seconds"] > 0 and it["efficiency"] > 0
+        assert it["seconds"] > 0 and it["efficiency"] >= it["efficiency_vs_peak"] > 0
     assert items[("method", "gradcam")]["measured"] == {"forward": 0.0, "backward": 1.0}
     assert items[("method", "gradcam")]["exact"] and not items[("method", "gradcam")]["forward_only"]
     assert items[("method", "occlusion")]["measured"] == {"forward": 37.0, "backward": 0.0}

@@ -222,11 +222,24 @@ def run_experiment(seed: int = 0, n_train: int = 1536, n_test: int = 256, epochs
                 model.attention[0].bias.fill_(1.0)
         timing = train_model(model, train, kind, epochs, seed, optimizer=optimizer)
         pred, maps = predict_and_maps(model, test, kind)
+        cue = cue_head_scores(model, test) if kind != "cam" else {}
         out[kind] = {"accuracy": (pred == test["y"]).float().mean().item(),
                      "pointing_game": pointing_game(maps, test["box"]),
                      "pointing_game_tol4": pointing_game(maps, test["box"], 4),
                      "energy_in_box": energy_in_box(maps, test["box"]),
                      "energy_in_box_tol4": energy_in_box(maps, test["box"], 4),
                      "pixel_ap": pixel_ap(maps, test["mask"]),
-                     **timing, "model": model}
+                     **cue, **timing, "model": model}
     return out
+
+
+@torch.no_grad()
+def cue_head_scores(model: CalmNet, data: dict) -> dict:
+    """Where CALM's cue head p(z|x) alone points (the ``saliency`` score map, upsampled like the others): its
+    pointing game and energy in the glyph's box, and how peaked it is (mean over images of max_z a_z / mean_z a_z;
+    1 = uniform)."""
+    s = calm_scores(*model.heads(data["x"]))
+    pz = F.interpolate(s["p_z"], size=data["x"].shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    a = s["a"].flatten(1)
+    return {"cue_pointing_game": pointing_game(pz, data["box"]), "cue_energy_in_box": energy_in_box(pz, data["box"]),
+            "cue_peak_over_mean": (a.amax(1) / a.mean(1).clamp_min(1e-12)).mean().item()}

@@ -84,6 +84,25 @@ def test_em_and_ml_have_the_same_gradient():
     assert calm_em_loss(f, a, y).item() != pytest.approx(calm_ml_loss(f, a, y).item(), rel=1e-3)
 
 
+def test_cue_map_gradient_does_not_depend_on_the_cue_map():
+    """With the reference's detached normaliser S = sg(sum_z a_z), both losses give, wherever p(z|x) is above the
+    EM floor, dL/da_z = -p(y*|x,z) / (S p(y*|x)): every location is pushed up by its class probability, whatever
+    its own a_z, and the step on the 1x1 cue head's weights is sum_z p(y*|x,z) g_z / (S p(y*|x)), a sum over all
+    locations. Checked against autograd. (The README's synthetic check shows where the cue head's peak goes with
+    longer training; that this identity is the cause is not shown.)"""
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(2, 4, 3, 3, generator=g, dtype=torch.float64)
+    a = torch.rand(2, 1, 3, 3, generator=g, dtype=torch.float64) + 0.05
+    y = torch.tensor([2, 0])
+    pyz = torch.softmax(f, dim=1)[torch.arange(2), y]  # [2, 3, 3]
+    py = ((a / a.sum(dim=(2, 3), keepdim=True)) * torch.softmax(f, dim=1)).sum(dim=(2, 3))[torch.arange(2), y]
+    expected = -pyz / (a.sum(dim=(1, 2, 3)) * py).view(2, 1, 1) / 2  # / 2: the batch mean
+    for loss in (calm_em_loss, calm_ml_loss):
+        al = a.clone().requires_grad_(True)
+        loss(f, al, y).backward()
+        assert torch.allclose(al.grad[:, 0], expected, rtol=1e-9, atol=1e-12), loss.__name__
+
+
 def test_forward_is_log_p_and_probabilities_sum_to_one():
     torch.manual_seed(0)
     net = CalmNet(small_trunk(8), 16, 5, "em", "small").eval()

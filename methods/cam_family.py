@@ -107,13 +107,15 @@ class TorchcamMethod(Method):
     Gradient methods run the forward pass on an input that requires grad (the parameters are frozen, so
     without it no gradient would reach the hooked layer); score methods run it under ``no_grad`` inside the
     extractor's context (they hook the model input). ``per_image`` methods call torchcam once per image
-    (see SS-CAM); ``stochastic`` methods draw their noise from the global RNG seeded with ``self.seed``.
+    (see SS-CAM); ``draws_noise`` methods draw their noise from the global RNG seeded with ``self.seed`` (the
+    caller's RNG state is restored).
     """
 
     family = "cam"
     extractor_name = ""
     per_image = False
     stochastic = False
+    draws_noise: bool = False
 
     def target_layers(self, model) -> str | list[str]:
         return model.last_conv
@@ -134,7 +136,7 @@ class TorchcamMethod(Method):
         import torchcam.methods as tcm
 
         cls = getattr(tcm, self.extractor_name)
-        rng = seeded_rng(self.seed, x.device) if self.stochastic else contextlib.nullcontext()
+        rng = seeded_rng(self.seed, x.device) if self.draws_noise else contextlib.nullcontext()
         with rng, cls(model.net, target_layer=self.target_layers(model), **self.extractor_kwargs(model)) as extractor:
             if self.needs_grad:
                 scores = model.net(x.detach().requires_grad_(True))
@@ -231,7 +233,8 @@ class SmoothGradCAMpp(TorchcamMethod):
     id = "smoothgradcampp"
     citation = "Omeiza et al., Smooth Grad-CAM++, arXiv 2019"
     needs_grad = True
-    stochastic = True
+    stochastic = True  # the noise is drawn for the whole batch of images at once
+    draws_noise = True
     extractor_name = "SmoothGradCAMpp"
     paper_params = {"num_samples": 4, "std": 0.3}
 
@@ -286,7 +289,10 @@ class SSCAM(_ScoreFamily):
     citation = "Wang et al., SS-CAM: Smoothed Score-CAM, arXiv 2020"
     extractor_name = "SSCAM"
     per_image = True
-    stochastic = True
+    draws_noise = True
+    # not ``stochastic``: torchcam draws each sample's noise at the shape of one image's upsampled activation,
+    # whatever the inputs per pass, so the maps do not depend on batch_size (test_batch_equals_one_by_one) and the
+    # harness may give SS-CAM the tuned pass size
     paper_params = {"num_samples": 35, "std": 2.0}
     quick_params = {"num_samples": 1}
 

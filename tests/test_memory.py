@@ -70,9 +70,10 @@ def test_pass_batch_size_is_tuned_within_the_cap_and_stochastic_methods_keep_the
     assert all(b <= 32 for b in PASS_CANDIDATES["cpu"])
 
     bench = Benchmark(RunConfig(model="efficientnet_lite0", data="demo", limit=1, profile="quick", progress=False,
-                                device="cpu", methods=["occlusion", "smoothgrad"]))
-    methods = {m.id: m for m in bench.make_methods(["occlusion", "smoothgrad"], StageReport())}
+                                device="cpu", methods=["occlusion", "smoothgrad", "sscam"]))
+    methods = {m.id: m for m in bench.make_methods(["occlusion", "smoothgrad", "sscam"], StageReport())}
     assert methods["occlusion"].batch_size == bench.resolve_pass_batch_size() == bench.pass_tuning["chosen"]
+    assert methods["sscam"].batch_size == bench.pass_tuning["chosen"]  # seeded per image: independent of the size
     assert methods["smoothgrad"].batch_size == 32  # stochastic: the noise follows the batch; same on every machine
     fixed = Benchmark(RunConfig(model="efficientnet_lite0", data="demo", limit=1, profile="quick", progress=False,
                                 device="cpu", batch_size=6))

@@ -120,14 +120,16 @@ def round_robin_rates(net: torch.nn.Module, sizes: list[int], size: int, device:
     """Passes/s at each batch size of ``sizes``, measured ``rounds`` times in rotating order (a b c, b c a, c a b,
     ...): a change of load on a shared machine then hits every size alike, and the median of a size's rounds is not
     the luck of one moment (on a 2-core CPU the rate of one size was seen to move by 20-30 % between consecutive
-    blocks of a second). Each block is :func:`time_passes` with its own warm-up pass, so the first pass after a
-    change of size (cold caches, new buffers) is not timed."""
+    blocks of a second). Each block is :func:`time_passes` after a warm-up pass, so the first pass after a change of
+    size (cold caches, new buffers) is not timed; after the first round a size whose one pass already lasts
+    ``min_seconds`` skips it (the cold start is then a small part of the block, and the warm-up would double it)."""
     inputs = {bs: probe_input(bs, size, device) for bs in sizes}
     rates: dict[int, list[float]] = {bs: [] for bs in sizes}
     for r in range(max(1, rounds)):
         k = r % len(sizes)
         for bs in sizes[k:] + sizes[:k]:
-            rates[bs].append(time_passes(net, inputs[bs], backward, min_seconds))
+            long_pass = bool(rates[bs]) and bs / rates[bs][0] >= min_seconds
+            rates[bs].append(time_passes(net, inputs[bs], backward, min_seconds, warmup=not long_pass))
     return rates
 
 

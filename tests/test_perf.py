@@ -101,7 +101,26 @@ def test_round_robin_rates_time_every_size_in_every_round(mnet):
     with PassCounter(mnet.net) as c:
         rates = round_robin_rates(mnet.net, [1, 2], 32, torch.device("cpu"), False, rounds=3, min_seconds=0.0)
     assert set(rates) == {1, 2} and all(len(v) == 3 and min(v) > 0 for v in rates.values())
-    assert c.calls == 2 * 2 * 3  # per size and round: a warm-up pass and one timed pass (min_seconds=0)
+    # first round: a warm-up and one timed pass per size; later rounds: a pass already lasts min_seconds (0), no
+    # warm-up
+    assert c.calls == 2 * 2 + 2 * 2
+
+
+def test_round_robin_order_and_warmups(monkeypatch):
+    """Rotating order, and a warm-up pass in every block for short passes but only in the first round for a size
+    whose one pass lasts min_seconds (timings faked: 1 input 0.01 s per pass, 4 inputs 0.5 s)."""
+    import benchmark.costs as costs
+
+    calls = []
+
+    def fake(net, x, backward, min_seconds, min_reps=1, warmup=True):
+        calls.append((x.shape[0], warmup))
+        return x.shape[0] / (0.01 if x.shape[0] == 1 else 0.5)
+
+    monkeypatch.setattr(costs, "time_passes", fake)
+    rates = costs.round_robin_rates(None, [1, 4], 8, torch.device("cpu"), False, rounds=3, min_seconds=0.1)
+    assert rates == {1: [100.0] * 3, 4: [8.0] * 3}
+    assert calls == [(1, True), (4, True), (4, False), (1, True), (1, True), (4, False)]
 
 
 def test_reference_polycam_loop_gives_our_maps_with_its_own_passes(mnet, photo):

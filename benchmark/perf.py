@@ -242,16 +242,15 @@ def combine_limits(before: dict, after: dict) -> dict:
 
 
 def _reprice(items: list[dict], peers: list[dict], poly: dict | None, limit: dict, n_img: int) -> None:
-    """Recompute every efficiency with ``limit`` (and against its peak: ``efficiency_vs_peak``)."""
-    peak = {"forward": limit["peak"]["forward"], "backward": limit["peak"]["backward"]}
-    for it in items + peers:
-        if "measured" in it:
-            m = it["measured"]
-            it["efficiency"] = efficiency(m["forward"] * n_img, m["backward"] * n_img, it["seconds"], limit)
-            it["efficiency_vs_peak"] = efficiency(m["forward"] * n_img, m["backward"] * n_img, it["seconds"], peak)
+    """Recompute every efficiency with ``limit`` (``efficiency``) and with its peak (``efficiency_vs_peak``)."""
+    for key, lim in (("efficiency", limit), ("efficiency_vs_peak", limit["peak"])):
+        for it in items + peers:
+            if "measured" in it:
+                m = it["measured"]
+                it[key] = efficiency(m["forward"] * n_img, m["backward"] * n_img, it["seconds"], lim)
+        if poly:
+            poly[key] = efficiency(poly["passes_run_per_image"] * n_img, 0, poly["seconds"], lim)
     if poly:
-        poly["efficiency"] = efficiency(poly["passes_run_per_image"] * n_img, 0, poly["seconds"], limit)
-        poly["efficiency_vs_peak"] = efficiency(poly["passes_run_per_image"] * n_img, 0, poly["seconds"], peak)
         ref = poly["reference"]
         ref["efficiency"] = efficiency(ref["passes_per_image"] * n_img, 0, ref["seconds"], limit)
 
@@ -551,8 +550,9 @@ def run_perf(cfg, methods: list[str], metrics: list[str], repeats: int = 3, warm
     _reprice(items, peer_rows, poly, limit, n_img)
     drift = precision_drift(model, x, targets, profile.image_size, precision, objs, metric_objs, device, echo) \
         if precision != "fp32" else []
-    fwd_only = [i["efficiency"] for i in items if "efficiency" in i and i["forward_only"]]
-    fwd_only_peak = [i["efficiency_vs_peak"] for i in items if "efficiency" in i and i["forward_only"]]
+    fwd_items = [i for i in items if "efficiency" in i and i["forward_only"]]
+    fwd_only = [i["efficiency"] for i in fwd_items]
+    fwd_only_peak = [i["efficiency_vs_peak"] for i in fwd_items]
     result = {
         "schema": SCHEMA, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "precision": precision,
         "device": str(device), "environment": environment(device),

@@ -1,9 +1,13 @@
-r"""A synthetic localisation task for CALM, made on the fly (tests and ``scripts/calm_synthetic.py``).
+r"""Synthetic localisation tasks for CALM, made on the fly (tests and ``scripts/calm_synthetic.py``).
 
 Images ``[3, S, S]`` (S = 48): a textured background (smoothed colour noise plus random stripes) and one small
-glyph (``G x G``, G = 8) at a uniformly random position; the glyph's shape decides the class. A distractor glyph
-(the same shape for every class, so it carries no class information) is pasted at another random position. The
-glyph's pixels are the ground truth of "where the cue is".
+glyph (``G x G``, G = 8) at a uniformly random position; the glyph's shape decides the class. The glyph's pixels are
+the ground truth of "where the cue is". A second, class-shared glyph is pasted at another random position:
+
+- ``distractor`` task (3 classes): the same glyph for every class, so it carries no class information;
+- ``pairs`` task (4 classes, CALM's Figure 1 in miniature): classes come in two families of two, and the shared
+  glyph is the family's 16x16 body. It tells the family, so it is evidence for both siblings; only the small glyph
+  tells a class from its sibling.
 
 Models share one small trunk (two 3x3 and two 1x1 conv + BN + ReLU stages, two 2x2 max-pools: a 12x12 feature map, a
 10-pixel receptive field):
@@ -12,13 +16,15 @@ Models share one small trunk (two 3x3 and two 1x1 conv + BN + ReLU stages, two 2
 
 Localisation scores of a map against the glyph mask (maps upsampled bilinearly to S x S):
 
-- pointing game: the map's arg-max pixel (first in raster order) lies in the glyph's box;
+- pointing game: the map's arg-max pixel (first in raster order) lies in the glyph's box (``on_shared``: in the
+  shared glyph's box instead);
 - pixel AP: average precision of the map's values as a ranking of the glyph's pixels (per image, ties in raster
   order after a stable descending sort), averaged over images.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -26,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.calm import CalmNet, calm_loss, calm_scores
+from methods.calm import CalmNet, calm_loss, calm_scores, init_heads
 
 GLYPHS = {
     "cross": ["X......X", ".X....X.", "..X..X..", "...XX...", "...XX...", "..X..X..", ".X....X.", "X......X"],
@@ -41,12 +47,39 @@ def _glyph(rows) -> torch.Tensor:
     return torch.tensor([[c == "X" for c in r] for r in rows], dtype=torch.float32)
 
 
-def make_synthetic(n: int, seed: int, classes: int = 3, size: int = 48) -> dict[str, torch.Tensor]:
-    """{"x": [n,3,S,S] in about [-1, 1], "y": [n], "mask": [n,S,S] glyph pixels, "box": [n,4] (y0, x0, y1, x1)}."""
+TASKS = ("distractor", "pairs")
+BODY = 16  # side of a family's shared body (pairs task)
+
+
+def _body(family: int, side: int = BODY) -> torch.Tensor:
+    """A family's body texture, side x side: 2x2 checkerboard (family 0) or diagonal stripes of period 4 (family 1)."""
+    r, c = torch.arange(side).view(side, 1), torch.arange(side).view(1, side)
+    return ((((r // 2) + (c // 2)) if family == 0 else ((r + c) // 2)) % 2 == 0).float()
+
+
+def _disjoint(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
+    """Two square boxes (row, col, side) do not overlap."""
+    (r, c, sa), (r2, c2, sb) = a, b
+    return r2 >= r + sa or r2 + sb <= r or c2 >= c + sa or c2 + sb <= c
+
+
+def make_synthetic(n: int, seed: int, classes: int = 3, size: int = 48, task: str = "distractor"
+                   ) -> dict[str, torch.Tensor]:
+    """{"x": [n,3,S,S] in about [-1, 1], "y": [n], "mask": [n,S,S] glyph pixels, "box": [n,4] (y0, x0, y1, x1),
+    "shared_box": [n,4] the class-shared glyph}.
+
+    ``distractor``: one 8x8 glyph per class and one distractor glyph, the same for every class.
+    ``pairs`` (4 classes, CALM's Figure 1 in miniature): classes come in two families of two; each image holds its
+    family's 16x16 body (shared by the two sibling classes, so it tells the family, not the class) and its class's
+    8x8 glyph (the only thing that tells a class from its sibling), at random non-overlapping positions. The glyph
+    is the ground truth; the body is where a map that follows family evidence goes instead."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+    if task == "pairs" and classes != 4:
+        raise ValueError(f"the pairs task has 4 classes (two families of two), not {classes}")
     g = torch.Generator().manual_seed(seed)
     names = list(GLYPHS)[:classes]
     glyphs = torch.stack([_glyph(GLYPHS[k]) for k in names])
-    dis = _glyph(DISTRACTOR)
     gs = glyphs.shape[-1]
     noise = torch.rand(n, 3, size // 4, size // 4, generator=g)
     bg = F.interpolate(noise, size=(size, size), mode="bilinear", align_corners=False)
@@ -59,22 +92,27 @@ def make_synthetic(n: int, seed: int, classes: int = 3, size: int = 48) -> dict[
     y = torch.randint(0, classes, (n,), generator=g)
     mask = torch.zeros(n, size, size)
     box = torch.zeros(n, 4, dtype=torch.long)
-    dbox = torch.zeros(n, 4, dtype=torch.long)
+    shared_box = torch.zeros(n, 4, dtype=torch.long)
     colour = torch.rand(n, 3, generator=g) * 0.5 + 1.0
+    ss = gs if task == "distractor" else BODY
+    shared = [_glyph(DISTRACTOR)] * classes if task == "distractor" else [_body(k // 2) for k in range(classes)]
     for i in range(n):
-        while True:
-            p = torch.randint(0, size - gs + 1, (4,), generator=g)
-            if abs(int(p[0]) - int(p[2])) >= gs or abs(int(p[1]) - int(p[3])) >= gs:
+        while True:  # the class glyph's corner (r, c) and the shared glyph's (dr, dc), not overlapping
+            if task == "distractor":
+                r, c, dr, dc = (int(v) for v in torch.randint(0, size - gs + 1, (4,), generator=g))
+            else:
+                dr, dc = (int(v) for v in torch.randint(0, size - ss + 1, (2,), generator=g))
+                r, c = (int(v) for v in torch.randint(0, size - gs + 1, (2,), generator=g))
+            if _disjoint((r, c, gs), (dr, dc, ss)):
                 break
-        r, c, dr, dc = (int(v) for v in p)
-        gl = glyphs[y[i]]
-        x[i, :, dr:dr + gs, dc:dc + gs] = torch.where(dis.bool(), colour[i].view(3, 1, 1), x[i, :, dr:dr + gs,
-                                                                                            dc:dc + gs])
+        sh, gl = shared[y[i]], glyphs[y[i]]
+        x[i, :, dr:dr + ss, dc:dc + ss] = torch.where(sh.bool(), colour[i].view(3, 1, 1),
+                                                      x[i, :, dr:dr + ss, dc:dc + ss])
         x[i, :, r:r + gs, c:c + gs] = torch.where(gl.bool(), colour[i].view(3, 1, 1), x[i, :, r:r + gs, c:c + gs])
         mask[i, r:r + gs, c:c + gs] = gl
         box[i] = torch.tensor([r, c, r + gs, c + gs])
-        dbox[i] = torch.tensor([dr, dc, dr + gs, dc + gs])
-    return {"x": (x - 0.5) / 0.5, "y": y, "mask": mask, "box": box, "distractor_box": dbox}
+        shared_box[i] = torch.tensor([dr, dc, dr + ss, dc + ss])
+    return {"x": (x - 0.5) / 0.5, "y": y, "mask": mask, "box": box, "shared_box": shared_box}
 
 
 def small_trunk(width: int = 32) -> nn.Sequential:
@@ -203,23 +241,35 @@ def pixel_ap(maps: torch.Tensor, masks: torch.Tensor) -> float:
     return ap.mean().item()
 
 
-def run_experiment(seed: int = 0, n_train: int = 1536, n_test: int = 256, epochs: int = 6, classes: int = 3,
-                   width: int = 32, size: int = 48, kinds=("em", "ml", "cam"), optimizer: str = "reference") -> dict:
-    """Train each kind on the same data from the same trunk initialisation and with the same optimizer; score on
-    held-out images."""
-    train = make_synthetic(n_train, seed, classes, size)
-    test = make_synthetic(n_test, seed + 1, classes, size)
+CALM_INITS = ("scratch", "cam")
+
+
+def run_experiment(seed: int = 0, n_train: int = 1536, n_test: int = 256, epochs: int = 6, classes: int | None = None,
+                   width: int = 32, size: int = 48, kinds=("em", "ml", "cam"), optimizer: str = "reference",
+                   task: str = "distractor", calm_init: str = "scratch") -> dict:
+    """Train each kind on the same data with the same optimizer for ``epochs``; score on held-out images.
+    ``classes``: 3 for the distractor task, 4 for pairs (the default). ``calm_init``: ``scratch`` (every model
+    from the same random trunk) or ``cam`` (the reference's recipe, as ``train-calm`` does from a torchvision
+    classifier: each CALM model starts from a copy of the trained CAM classifier -- its trunk, its ``fc`` as the
+    class head, a uniform cue head (:func:`methods.calm.init_heads`) -- and is fine-tuned for ``epochs``)."""
+    if calm_init not in CALM_INITS:
+        raise ValueError(f"calm_init must be one of {CALM_INITS}, not {calm_init!r}")
+    if calm_init == "cam" and "cam" not in kinds:
+        raise ValueError("calm_init='cam' starts CALM from the CAM classifier: kinds must include 'cam'")
+    classes = classes or (4 if task == "pairs" else 3)
+    train = make_synthetic(n_train, seed, classes, size, task)
+    test = make_synthetic(n_test, seed + 1, classes, size, task)
     out = {}
-    for kind in kinds:
+    for kind in sorted(kinds, key=lambda k: k != "cam") if calm_init == "cam" else kinds:
         torch.manual_seed(seed)
-        trunk = small_trunk(width)
         if kind == "cam":
-            model = CamNet(trunk, 2 * width, classes)
+            model = CamNet(small_trunk(width), 2 * width, classes)
+        elif calm_init == "cam":
+            cam = out["cam"]["model"]
+            model = CalmNet(copy.deepcopy(cam.backbone), 2 * width, classes, kind, "small_cnn")
+            init_heads(model, cam.fc)
         else:
-            model = CalmNet(trunk, 2 * width, classes, kind, "small_cnn")
-            with torch.no_grad():  # uniform cue head, as for the ImageNet initialisation
-                model.attention[0].weight.zero_()
-                model.attention[0].bias.fill_(1.0)
+            model = CalmNet(small_trunk(width), 2 * width, classes, kind, "small_cnn")  # uniform cue head
         timing = train_model(model, train, kind, epochs, seed, optimizer=optimizer)
         pred, maps = predict_and_maps(model, test, kind)
         cue = cue_head_scores(model, test) if kind != "cam" else {}
@@ -229,17 +279,35 @@ def run_experiment(seed: int = 0, n_train: int = 1536, n_test: int = 256, epochs
                      "energy_in_box": energy_in_box(maps, test["box"]),
                      "energy_in_box_tol4": energy_in_box(maps, test["box"], 4),
                      "pixel_ap": pixel_ap(maps, test["mask"]),
+                     "pointing_game_on_shared": pointing_game(maps, test["shared_box"]),
                      **cue, **timing, "model": model}
-    return out
+    return {k: out[k] for k in kinds}
 
 
 @torch.no_grad()
 def cue_head_scores(model: CalmNet, data: dict) -> dict:
     """Where CALM's cue head p(z|x) alone points (the ``saliency`` score map, upsampled like the others): its
     pointing game and energy in the glyph's box, and how peaked it is (mean over images of max_z a_z / mean_z a_z;
-    1 = uniform)."""
+    1 = uniform). And how flat the top of the jointll map p(y*, z|x) is, on the feature grid: the number of cells
+    within 10 % of its maximum (``joint_cells_near_peak``), and p(y*|x, z) at its peak cell and at the cells under
+    the centres of the glyph and of the shared glyph (``p_class_at_peak``, ``p_class_at_glyph``,
+    ``p_class_at_shared``), means over images."""
     s = calm_scores(*model.heads(data["x"]))
     pz = F.interpolate(s["p_z"], size=data["x"].shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     a = s["a"].flatten(1)
+    n, h, w = len(data["y"]), *s["a"].shape[-2:]
+    rows = torch.arange(n)
+    joint = s["joint"][rows, data["y"]].flatten(1)  # [n, h*w]
+    peak = joint.argmax(1)
+    stride = data["x"].shape[-1] // w
+    p_class = s["p_y_given_z"][rows, data["y"]].flatten(1)
+
+    def at_centre(boxes):  # p(y*|x, z) at the cell under each box's centre
+        cell = ((boxes[:, :2] + boxes[:, 2:]) // 2 // stride).clamp(max=h - 1)
+        return p_class[rows, cell[:, 0] * w + cell[:, 1]].mean().item()
+
     return {"cue_pointing_game": pointing_game(pz, data["box"]), "cue_energy_in_box": energy_in_box(pz, data["box"]),
-            "cue_peak_over_mean": (a.amax(1) / a.mean(1).clamp_min(1e-12)).mean().item()}
+            "cue_peak_over_mean": (a.amax(1) / a.mean(1).clamp_min(1e-12)).mean().item(),
+            "joint_cells_near_peak": (joint >= 0.9 * joint.amax(1, keepdim=True)).sum(1).float().mean().item(),
+            "p_class_at_peak": p_class[rows, peak].mean().item(),
+            "p_class_at_glyph": at_centre(data["box"]), "p_class_at_shared": at_centre(data["shared_box"])}

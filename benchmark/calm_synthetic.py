@@ -136,9 +136,11 @@ class CamNet(nn.Module):
     def forward(self, x):
         return self.fc(self.backbone(x).mean(dim=(2, 3)))
 
-    def cam(self, x, targets):
+    def logits_and_cam(self, x, targets):
+        """(logits [B, C], the CAM of ``targets`` [B, h, w]) from one pass of the trunk."""
         g = self.backbone(x)
-        return torch.einsum("bchw,bc->bhw", g, self.fc.weight[targets]) + self.fc.bias[targets][:, None, None]
+        cam = torch.einsum("bchw,bc->bhw", g, self.fc.weight[targets]) + self.fc.bias[targets][:, None, None]
+        return self.fc(g.mean(dim=(2, 3))), cam
 
 
 OPTIMIZERS = ("reference", "adam")
@@ -188,18 +190,19 @@ def train_model(model: nn.Module, data: dict, kind: str, epochs: int, seed: int,
 
 
 @torch.no_grad()
-def predict_and_maps(model: nn.Module, data: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(top-1 [n], maps [n,S,S] of the true class): CAM for ``cam``, jointll p(y,z|x) for CALM."""
+def predict_and_maps(model: nn.Module, data: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+    """(top-1 [n], maps [n,S,S] of the true class, CALM's scores or None): CAM for ``cam``, jointll p(y,z|x) for
+    CALM; one pass of the model."""
     x, y = data["x"], data["y"]
     if kind == "cam":
-        pred = model(x).argmax(1)
-        maps = model.cam(x, y)
+        logits, maps = model.logits_and_cam(x, y)
+        pred, s = logits.argmax(1), None
     else:
         s = calm_scores(*model.heads(x))
         pred = s["p_y"].argmax(1)
         maps = s["joint"][torch.arange(len(y)), y]
     maps = F.interpolate(maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    return pred, maps
+    return pred, maps, s
 
 
 def _grow(boxes: torch.Tensor, tol: int) -> torch.Tensor:
@@ -271,8 +274,8 @@ def run_experiment(seed: int = 0, n_train: int = 1536, n_test: int = 256, epochs
         else:
             model = CalmNet(small_trunk(width), 2 * width, classes, kind, "small_cnn")  # uniform cue head
         timing = train_model(model, train, kind, epochs, seed, optimizer=optimizer)
-        pred, maps = predict_and_maps(model, test, kind)
-        cue = cue_head_scores(model, test) if kind != "cam" else {}
+        pred, maps, scores = predict_and_maps(model, test, kind)
+        cue = cue_head_scores(scores, test) if kind != "cam" else {}
         out[kind] = {"accuracy": (pred == test["y"]).float().mean().item(),
                      "pointing_game": pointing_game(maps, test["box"]),
                      "pointing_game_tol4": pointing_game(maps, test["box"], 4),
@@ -285,14 +288,13 @@ def run_experiment(seed: int = 0, n_train: int = 1536, n_test: int = 256, epochs
 
 
 @torch.no_grad()
-def cue_head_scores(model: CalmNet, data: dict) -> dict:
+def cue_head_scores(s: dict, data: dict) -> dict:
     """Where CALM's cue head p(z|x) alone points (the ``saliency`` score map, upsampled like the others): its
     pointing game and energy in the glyph's box, and how peaked it is (mean over images of max_z a_z / mean_z a_z;
     1 = uniform). And how flat the top of the jointll map p(y*, z|x) is, on the feature grid: the number of cells
     within 10 % of its maximum (``joint_cells_near_peak``), and p(y*|x, z) at its peak cell and at the cells under
     the centres of the glyph and of the shared glyph (``p_class_at_peak``, ``p_class_at_glyph``,
-    ``p_class_at_shared``), means over images."""
-    s = calm_scores(*model.heads(data["x"]))
+    ``p_class_at_shared``), means over images. ``s``: :func:`methods.calm.calm_scores` of ``data["x"]``."""
     pz = F.interpolate(s["p_z"], size=data["x"].shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     a = s["a"].flatten(1)
     n, h, w = len(data["y"]), *s["a"].shape[-2:]

@@ -328,22 +328,19 @@ def test_pairs_calm_locates_the_class_cue_better_than_cam(pairs):
 
 
 def test_cue_head_scores_by_hand():
-    """The hand case's heads on a 2x2 grid of an 8x8 image (stride 4), class 0; the glyph's box rows 4-8, cols 0-4
+    """CALM heads on a 2x2 grid of an 8x8 image (stride 4), class 0; the glyph's box rows 4-8, cols 0-4
     (cell (1, 0)), the shared box rows 0-4, cols 4-8 (cell (0, 1)). p(y0|z) = (1/2, 3/4; 1/2, 1/2), p(z) = (1/6,
     1/2; 1/6, 1/6), joint (1/12, 3/8; 1/12, 1/12): the peak is cell (0, 1) with p(y0|z) = 3/4, alone within 10 % of
     the maximum; p(y0|z) is 1/2 at the glyph's cell and 3/4 at the shared one; the cue head's max over mean is
     3 / 1.5 = 2, and its peak is outside the glyph's box."""
     from benchmark.calm_synthetic import cue_head_scores
 
-    class Heads(torch.nn.Module):
-        def heads(self, x):
-            f = torch.zeros(1, 2, 2, 2, dtype=torch.float64)
-            f[0, 0, 0, 1] = math.log(3.0)
-            return f, torch.tensor([[[[1.0, 3.0], [1.0, 1.0]]]], dtype=torch.float64)
-
+    f = torch.zeros(1, 2, 2, 2, dtype=torch.float64)
+    f[0, 0, 0, 1] = math.log(3.0)
+    a = torch.tensor([[[[1.0, 3.0], [1.0, 1.0]]]], dtype=torch.float64)
     data = {"x": torch.zeros(1, 3, 8, 8), "y": torch.tensor([0]), "box": torch.tensor([[4, 0, 8, 4]]),
             "shared_box": torch.tensor([[0, 4, 4, 8]])}
-    got = cue_head_scores(Heads(), data)
+    got = cue_head_scores(calm_scores(f, a), data)
     assert got["p_class_at_peak"] == pytest.approx(0.75, abs=1e-12)
     assert got["p_class_at_glyph"] == pytest.approx(0.5, abs=1e-12)
     assert got["p_class_at_shared"] == pytest.approx(0.75, abs=1e-12)  # cell (0, 1)

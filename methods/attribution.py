@@ -20,7 +20,9 @@ import math
 
 import torch
 
-from .base import Cost, Method, MethodError, register_method
+from benchmark.core.cost import Cost
+
+from .base import Method, MethodError, register_method
 from .cam_family import seeded_rng
 
 REDUCTIONS = {

@@ -19,24 +19,20 @@ maps from one set of masked passes) lists the extra ids in ``variants`` and retu
 own id and every variant; the harness stores each under its own id and skips a method whose maps are all
 stored already (methods with variants run first, so ``pcamp`` is free once ``pcampm`` has run).
 
-``python -m benchmark methods`` lists the registry; ``--plugin FILE_OR_MODULE`` imports a user's file, whose
-``@register_method`` classes then go through maps, every metric and the tables like the built-in ones.
+``python -m benchmark methods`` lists the registry; ``--plugin FILE_OR_MODULE`` imports a user's file
+(:mod:`runners.plugins`), whose ``@register_method`` classes then go through maps, every metric and the tables like
+the built-in ones.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import re
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+from benchmark.core.cost import Cost
+from benchmark.core.registry import Registry
 
 
 class MethodError(Exception):
@@ -45,14 +41,6 @@ class MethodError(Exception):
 
 class NotApplicable(MethodError):
     """The method is not defined for this model (e.g. CAM without a GAP + Linear head)."""
-
-
-@dataclass(frozen=True)
-class Cost:
-    """Model passes per image: ``forward`` forward-only passes and ``backward`` forward+backward passes."""
-
-    forward: float = 0.0
-    backward: float = 0.0
 
 
 class Method:
@@ -67,21 +55,25 @@ class Method:
     # extra map ids derived in the same computation; may be a property that depends on the model (Poly-CAM's
     # ablation ids follow its layer count): the harness calls check_applicable(model) before reading it
     variants: tuple[str, ...] = ()
-    batch_size: int = 32  # model inputs per forward pass; set by the harness (--batch-size)
     # True when the maps depend on batch_size (noise drawn per batch): the harness then always passes --batch-size
     # (default 32 CPU / 128 GPU), never the tuned pass size, so the maps are the same on every machine
     stochastic: ClassVar[bool] = False
 
-    def __init__(self, quick: bool = False, seed: int = 0, **overrides: Any):
+    def __init__(self, quick: bool = False, seed: int = 0, batch_size: int = 32, **overrides: Any):
+        """``quick``: the cheaper ``quick_params``; ``seed``: every random draw; ``batch_size``: model inputs per
+        forward pass (the harness sets it from --batch-size or the tuned pass size); ``overrides``: parameters."""
         params = dict(self.paper_params)
         if quick:
             params.update(self.quick_params)
         unknown = set(overrides) - set(params)
         if unknown:
             raise MethodError(f"{self.id}: unknown parameter(s) {sorted(unknown)}; known: {sorted(params)}")
+        if int(batch_size) < 1:
+            raise MethodError(f"{self.id}: batch_size must be >= 1, not {batch_size}")
         params.update(overrides)
         self.params = params
         self.seed = seed
+        self.batch_size = int(batch_size)
 
     # -- what a method implements ------------------------------------------------------------------------
     def explain(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -135,58 +127,18 @@ class Method:
                 f"{type(self).__qualname__}"}
 
 
-METHODS: dict[str, type[Method]] = {}
-
-
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: add a :class:`Method` subclass to the registry under ``cls.id``."""
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise MethodError(f"@register_method takes a Method subclass, got {cls!r}")
-    if not _ID.match(cls.id or ""):
-        raise MethodError(f"{cls.__name__}: id {cls.id!r} must be lower-case ASCII letters, digits and '_'")
-    old = METHODS.get(cls.id)
-    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise MethodError(f"method id {cls.id!r} is already registered by {old.__module__}.{old.__qualname__}")
-    METHODS[cls.id] = cls
-    return cls
+METHODS = Registry("method", Method, MethodError)
+register_method = METHODS.register  # class decorator: ``@register_method``
 
 
 def load_builtin_methods() -> None:
     import methods  # noqa: F401  (the package imports every built-in method module)
 
 
-def load_plugin(spec: str) -> list[str]:
-    """Import a plugin given as a .py file path or a module name; return the method ids it registered."""
-    before = set(METHODS)
-    path = Path(spec)
-    try:
-        if spec.endswith(".py") or path.is_file():
-            if not path.is_file():
-                raise MethodError(f"plugin file {spec} does not exist")
-            name = f"benchmark_plugin_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}"
-            mod_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[name] = module
-            mod_spec.loader.exec_module(module)
-        else:
-            importlib.import_module(spec)
-    except MethodError:
-        raise
-    except Exception as err:
-        raise MethodError(f"cannot import plugin {spec}: {type(err).__name__}: {err}") from err
-    added = sorted(set(METHODS) - before)
-    if not added and not any(getattr(c, "__module__", "").endswith(path.stem) for c in METHODS.values()):
-        raise MethodError(f"plugin {spec} registered no method (decorate a Method subclass with @register_method)")
-    return added
-
-
 def get_method_class(method_id: str) -> type[Method]:
     load_builtin_methods()
-    try:
-        return METHODS[method_id]
-    except KeyError:
-        raise MethodError(f"unknown method {method_id!r}; registered: {', '.join(sorted(METHODS))}") from None
+    return METHODS.lookup(method_id)
 
 
-def make_method(method_id: str, quick: bool = False, seed: int = 0, **overrides: Any) -> Method:
-    return get_method_class(method_id)(quick=quick, seed=seed, **overrides)
+def make_method(method_id: str, quick: bool = False, seed: int = 0, batch_size: int = 32, **overrides: Any) -> Method:
+    return get_method_class(method_id)(quick=quick, seed=seed, batch_size=batch_size, **overrides)

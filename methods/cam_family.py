@@ -27,7 +27,11 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from .base import Cost, Method, MethodError, NotApplicable, register_method
+from benchmark.core.cost import Cost
+from benchmark.core.hooks import OutputRecorder
+from benchmark.models.layers import output_channels
+
+from .base import Method, MethodError, NotApplicable, register_method
 
 COST_INPUT_SIZE = 224  # input resolution assumed by cost() (the benchmark's image size)
 
@@ -51,22 +55,9 @@ def seeded_rng(seed: int, device: torch.device):
         yield
 
 
-_CHANNELS: dict[tuple[int, str, int], int] = {}
-
-
-@torch.no_grad()
 def layer_channels(model, layer: str, size: int = COST_INPUT_SIZE) -> int:
     """Output channels of ``layer`` (one hooked forward pass on a zero image, cached per network and layer)."""
-    key = (id(model.net), layer, size)
-    if key not in _CHANNELS:
-        seen = {}
-        handle = model.module(layer).register_forward_hook(lambda _m, _i, out: seen.__setitem__("c", out.shape[1]))
-        try:
-            model.net(torch.zeros(1, 3, size, size, device=model.device))
-        finally:
-            handle.remove()
-        _CHANNELS[key] = int(seen["c"])
-    return _CHANNELS[key]
+    return output_channels(model.net, [layer], model.device, size)[0]
 
 
 def activations_and_gradients(model, x: torch.Tensor, targets: torch.Tensor, layers: list[str]):
@@ -77,18 +68,11 @@ def activations_and_gradients(model, x: torch.Tensor, targets: torch.Tensor, lay
     eval mode, so summing over the batch gives each image its own gradient). Hooking outputs rather than
     registering backward hooks works with in-place ReLUs (VGG16), like torchcam does.
     """
-    outs: dict[str, torch.Tensor] = {}
-    handles = [model.module(name).register_forward_hook(
-        lambda _m, _i, out, name=name: outs.__setitem__(name, out)) for name in layers]
-    try:
-        with torch.enable_grad():
-            logits = model.net(x.detach().requires_grad_(True))  # parameters are frozen: the input carries grad
-            score = logits.gather(1, targets.view(-1, 1).to(logits.device)).sum()
-            acts = [outs[name] for name in layers]
-            grads = torch.autograd.grad(score, acts)
-    finally:
-        for h in handles:
-            h.remove()
+    with OutputRecorder(model.net, layers, detach=False) as rec, torch.enable_grad():
+        logits = model.net(x.detach().requires_grad_(True))  # parameters are frozen: the input carries grad
+        score = logits.gather(1, targets.view(-1, 1).to(logits.device)).sum()
+        acts = [rec.outputs[name] for name in layers]
+        grads = torch.autograd.grad(score, acts)
     return [a.detach() for a in acts], [g.detach() for g in grads]
 
 

@@ -1,5 +1,5 @@
 r"""Poly-CAM (Englebert et al.): PCAM+ ``pcamp``, PCAM- ``pcamm`` and PCAM+- ``pcampm``, paper Eq. 1-7, with every
-detail the paper leaves out taken from the reference code (conventions section 2).
+detail the paper leaves out taken from the reference code (docs/protocol.md).
 
 Notation: ``x`` the normalised image, ``c`` the target class, ``f_c`` the *softmax probability* of ``c`` (a
 sigmoid if the model has a single output), ``A_l^k`` channel ``k`` of layer ``l`` (raw activation of the clean
@@ -72,13 +72,16 @@ tolerance, as any change of batch composition), which is what the reference does
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .base import Cost, Method, MethodError, register_method
+from benchmark.core.cost import Cost
+from benchmark.core.hooks import OutputRecorder
+from benchmark.models.layers import output_channels
+
+from .base import Method, MethodError, register_method
 
 EPS = 1e-12
 WEIGHTINGS = ("p", "m", "pm")  # CIC (w+), CDC (w-), CVC (w+-)
@@ -170,9 +173,6 @@ def class_scores(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------- layers
 
-_CHANNELS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
 def resolve_layers(model, layers: Any) -> list[str]:
     """The layer list, shallow -> deep: ``None`` -> the model's paper preset, a preset name, or module names."""
     if layers is None:
@@ -195,46 +195,9 @@ def resolve_layers(model, layers: Any) -> list[str]:
     return names
 
 
-class _Recorder:
-    """Forward hooks keeping (a copy of) each named module's output; removed on exit, even on error."""
-
-    def __init__(self, net: torch.nn.Module, names: list[str]):
-        self.net, self.names, self.out, self.handles = net, names, {}, []
-
-    def __enter__(self):
-        modules = dict(self.net.named_modules())
-
-        def hook(name):
-            def fn(_m, _inp, output):
-                # a copy: an in-place op later in the network must not change it; the last call wins
-                self.out[name] = output.detach().clone()
-            return fn
-
-        try:
-            for n in self.names:
-                self.handles.append(modules[n].register_forward_hook(hook(n)))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-        return False
-
-
-@torch.no_grad()
 def channel_counts(model, layers: list[str], size: int = 224) -> list[int]:
-    """Channels of each layer, from one hooked forward pass on a zero input (cached per network and list)."""
-    cache = _CHANNELS.setdefault(model.net, {})
-    key = (tuple(layers), size)
-    if key not in cache:
-        with _Recorder(model.net, layers) as rec:
-            model.net(torch.zeros(1, 3, size, size, device=model.device))
-        cache[key] = [int(rec.out[n].shape[1]) for n in layers]
-    return cache[key]
+    """Channels of each layer (one hooked forward pass on a zero input, cached per network and list)."""
+    return output_channels(model.net, layers, model.device, size)
 
 
 # ----------------------------------------------------------------------------------------------- methods
@@ -303,12 +266,12 @@ class _PolyCAM(Method):
         # 1. clean pass(es) with hooks: activations A_l [B, C_l, h_l, w_l] and f_c(x)
         acts = {n: [] for n in layers}
         clean = []
-        with _Recorder(net, layers) as rec:
+        with OutputRecorder(net, layers, clone=True) as rec:
             for s in range(0, b_all, bs):
                 xs = x[s:s + bs].contiguous(memory_format=torch.channels_last)
                 clean.append(class_scores(net(xs), targets[s:s + bs]))
                 for n in layers:
-                    acts[n].append(rec.out.pop(n))
+                    acts[n].append(rec.pop(n))
         acts = [torch.cat(acts[n]) for n in layers]
         clean = torch.cat(clean)
 

@@ -6,9 +6,10 @@ import math
 
 import torch
 
-from runners.batched import class_probabilities
+from benchmark.core.cost import Cost
+from benchmark.core.passes import class_probabilities
 
-from .base import Cost, Method, MethodError, register_method
+from .base import Method, MethodError, register_method
 
 SUM_CHUNK = 256  # masks per matmul of the saliency sum: fixed, so the result does not depend on batch_size
 
@@ -86,7 +87,7 @@ def rise_saliency(net: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, 
     """``S = sum_i p_c(x * M_i) M_i / (N p1)`` for each image of ``x`` [B,3,H,W] -> [B,H,W].
 
     All B * N masked inputs (image-major) go through the model ``batch_size`` at a time, masks built on the
-    device (runners.batched.class_probabilities: no host copy in the loop); then the weighted sum is one
+    device (benchmark.core.passes.class_probabilities: no host copy in the loop); then the weighted sum is one
     [B, chunk] x [chunk, H*W] matmul per chunk of ``SUM_CHUNK`` masks, accumulated on the device.
     """
     b, _, h, w = x.shape

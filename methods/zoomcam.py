@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Cost, Method, MethodError, register_method
+from benchmark.core.cost import Cost
+
+from .base import Method, MethodError, register_method
 from .cam_family import activations_and_gradients, minmax
 
 # "all the layers/blocks" of the Poly-CAM paper's footnote 1 (the Zoom-CAM code's defaults for VGG16).

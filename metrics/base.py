@@ -1,44 +1,73 @@
-"""The metric contract and its registry (with Quantus-style metadata: which direction is better, what it costs).
+"""The metric contract and its registry, the same shape as the method contract (:mod:`methods.base`).
 
-A metric is a :class:`Metric` subclass registered under an id. ``compute(model, x, maps, targets)`` takes a
-batch of normalised images [B,3,H,W], their maps [B,H,W] and target classes [B], and returns per-image values
-``{"value": [B], "curve": [B,S]}`` (``curve`` only where there is one).
+A metric is a :class:`Metric` subclass registered under an id, with typed metadata (as Quantus's metrics): its
+``category`` (what it measures), ``higher_is_better`` (the direction of a better score), ``paper_params`` and
+``quick_params`` (the quick profile's cheaper parameters), its CSV prefix and whether it has a curve::
 
-A metric that must re-run the explanation (max-sensitivity) sets ``needs_method = True``; the harness then passes
-``explainer``: a callable ``explainer(x, targets) -> [B,H,W]`` maps of the scored method (same model, parameters
-and seed as the stored maps). Such a metric is not applicable to map ids that no registered method computes
-(imported npz maps, Poly-CAM ablation maps); the run reports them as not applicable.
+    @register_metric
+    class MyMetric(Metric):
+        id = "mymetric"
+        category = "faithfulness"
+        higher_is_better = True
+        description = "..."
+        paper_params = {"steps": 224}
+        quick_params = {"steps": 16}
+
+        def compute(self, model, x, maps, targets, explainer=None, prepared=None):
+            ...  # -> {"value": [B]} (and {"curve": [B, S]} for a metric with a curve)
+
+``compute(model, x, maps, targets)`` takes a batch of normalised images [B,3,H,W], their maps [B,H,W] and target
+classes [B]. A metric that must re-run the explanation (max-sensitivity) sets ``needs_method = True``; the harness
+then passes ``explainer``: a callable ``explainer(x, targets) -> [B,H,W]`` maps of the scored method (same model,
+parameters and seed as the stored maps). Such a metric is not applicable to map ids that no registered method
+computes (imported npz maps, Poly-CAM ablation maps); the run reports them as not applicable.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from methods.base import Cost
+from benchmark.core.cost import Cost
+from benchmark.core.registry import Registry
+
+CATEGORIES = ("faithfulness", "robustness", "localisation", "randomisation")
 
 
 class MetricError(Exception):
-    """Unknown metric or bad metric input."""
+    """Unknown metric, bad metric parameters or bad metric input."""
 
 
 class Metric:
+    """Base class of every metric; see the module docstring for the contract."""
+
     id: ClassVar[str] = ""
+    category: ClassVar[str] = ""  # one of CATEGORIES
     higher_is_better: ClassVar[bool] = True
     description: ClassVar[str] = ""
     csv_prefix: ClassVar[str] = ""  # reference file names: <prefix>_auc_<model>_<method>.csv, <prefix>_details_...
     has_curve: ClassVar[bool] = False
     needs_method: ClassVar[bool] = False  # compute() gets ``explainer`` (see the module docstring)
+    paper_params: ClassVar[dict[str, Any]] = {}
+    quick_params: ClassVar[dict[str, Any]] = {}
+    protocol: ClassVar[dict[str, str]] = {}  # fixed rules of the formula, recorded with the results
 
-    def __init__(self, profile, batch_size: int = 32, seed: int = 0):
-        self.profile = profile
-        self.batch_size = batch_size
+    def __init__(self, quick: bool = False, seed: int = 0, batch_size: int = 32, **overrides: Any):
+        """``quick``: the cheaper ``quick_params``; ``seed``: every random draw; ``batch_size``: model inputs per
+        forward pass; ``overrides``: parameters."""
+        params = dict(self.paper_params)
+        if quick:
+            params.update(self.quick_params)
+        unknown = set(overrides) - set(params)
+        if unknown:
+            raise MetricError(f"{self.id}: unknown parameter(s) {sorted(unknown)}; known: {sorted(params)}")
+        if int(batch_size) < 1:
+            raise MetricError(f"{self.id}: batch_size must be >= 1, not {batch_size}")
+        params.update(overrides)
+        self.params = params
         self.seed = seed
-
-    @property
-    def params(self) -> dict:
-        return {}
+        self.batch_size = int(batch_size)
 
     @property
     def curve_length(self) -> int:
@@ -53,34 +82,46 @@ class Metric:
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """The derived input of :attr:`prepare_key` for images ``x`` (each image independently)."""
-        raise NotImplementedError
+        raise MetricError(f"{self.id} has no derived input")
 
     def cost(self, model, method_cost: Cost | None = None) -> Cost:
         """Model passes per image and map; ``method_cost`` is the scored method's cost (for needs_method)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement cost()")
+
+    def value_range(self) -> tuple[float, float] | None:
+        """(low, high) that every per-image value must lie in, or None; a stored value outside is refused."""
+        return None
 
     def compute(self, model, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
                 explainer=None, prepared: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement compute()")
 
     def describe(self) -> dict:
-        return {"id": self.id, "higher_is_better": self.higher_is_better, "description": self.description,
-                "params": self.params, "seed": self.seed,
-                "needs_method": self.needs_method}
+        return {"id": self.id, "category": self.category, "higher_is_better": self.higher_is_better,
+                "description": self.description, "params": dict(self.params), "protocol": dict(self.protocol),
+                "seed": self.seed, "needs_method": self.needs_method}
 
 
-METRICS: dict[str, type[Metric]] = {}
+def _check_metric(cls: type[Metric]) -> None:
+    if cls.category not in CATEGORIES:
+        raise MetricError(f"metric {cls.id}: category must be one of {CATEGORIES}, not {cls.category!r}")
+    if not cls.csv_prefix:
+        raise MetricError(f"metric {cls.id}: csv_prefix must name its CSV files (e.g. 'ins')")
 
 
-def register_metric(cls: type[Metric]) -> type[Metric]:
-    METRICS[cls.id] = cls
-    return cls
+METRICS = Registry("metric", Metric, MetricError, check=_check_metric,
+                   required={"category": str, "higher_is_better": bool, "description": str})
+register_metric = METRICS.register  # class decorator: ``@register_metric``
+
+
+def load_builtin_metrics() -> None:
+    import metrics  # noqa: F401  (the package imports every built-in metric module)
 
 
 def get_metric_class(metric_id: str) -> type[Metric]:
-    import metrics  # noqa: F401  (registers the built-in metrics)
+    load_builtin_metrics()
+    return METRICS.lookup(metric_id)
 
-    try:
-        return METRICS[metric_id]
-    except KeyError:
-        raise MetricError(f"unknown metric {metric_id!r}; registered: {', '.join(sorted(METRICS))}") from None
+
+def make_metric(metric_id: str, quick: bool = False, seed: int = 0, batch_size: int = 32, **overrides: Any) -> Metric:
+    return get_metric_class(metric_id)(quick=quick, seed=seed, batch_size=batch_size, **overrides)

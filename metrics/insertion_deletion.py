@@ -1,4 +1,4 @@
-r"""Insertion and deletion (Petsiuk et al. 2018) with the Poly-CAM reference protocol (conventions section 5).
+r"""Insertion and deletion (Petsiuk et al. 2018) with the Poly-CAM reference protocol (docs/protocol.md).
 
 Pixels are ranked by descending saliency (stable sort: ties keep raster order; one rank per pixel, shared by
 the three channels). With ``S`` steps of ``P = HW / S`` pixels (paper: 224 steps of 224 pixels), sample
@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import torch
 
-from methods.base import Cost
-from runners.batched import class_probabilities
+from benchmark.core.cost import Cost
+from benchmark.core.passes import class_probabilities
+from benchmark.models.tv_compat import import_torchvision
 
 from .base import Metric, MetricError, register_metric
 
 
 def blur_baseline(x: torch.Tensor, kernel: int = 11, sigma: float = 5.0) -> torch.Tensor:
     """Gaussian blur of normalised images [B,3,H,W], torchvision ``gaussian_blur`` semantics."""
-    from benchmark.tv_compat import import_torchvision
-
     import_torchvision()
     from torchvision.transforms.v2.functional import gaussian_blur
 
@@ -69,35 +68,41 @@ def perturbation_curves(net: torch.nn.Module, x: torch.Tensor, baseline: torch.T
 
 
 class _PerturbationMetric(Metric):
+    category = "faithfulness"
     has_curve = True
     mode = ""
-
-    @property
-    def params(self) -> dict:
-        p = self.profile
-        return {"steps": p.insdel_steps, "pixels_per_step": p.image_size ** 2 // p.insdel_steps,
-                "baseline": f"gaussian_blur(kernel={p.blur_kernel}, sigma={p.blur_sigma})",
+    paper_params = {"steps": 224, "blur_kernel": 11, "blur_sigma": 5.0}
+    quick_params = {"steps": 16}
+    protocol = {"baseline": "Gaussian blur of the normalised image (torchvision gaussian_blur, reflect padding)",
+                "ranking": "descending saliency, stable sort (ties in raster order), one rank per pixel",
                 "score": "softmax probability of the clean top-1 class", "auc": "mean of the curve (rectangle)"}
 
     @property
+    def steps(self) -> int:
+        return int(self.params["steps"])
+
+    @property
     def curve_length(self) -> int:
-        return self.profile.insdel_steps
+        return self.steps
 
     @property
     def prepare_key(self) -> str:
-        return f"gaussian_blur({self.profile.blur_kernel},{self.profile.blur_sigma})"
+        return f"gaussian_blur({self.params['blur_kernel']},{self.params['blur_sigma']})"
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return blur_baseline(x, self.profile.blur_kernel, self.profile.blur_sigma)
+        return blur_baseline(x, int(self.params["blur_kernel"]), float(self.params["blur_sigma"]))
 
     def cost(self, model, method_cost=None) -> Cost:
-        return Cost(forward=float(self.profile.insdel_steps))
+        return Cost(forward=float(self.steps))
+
+    def value_range(self) -> tuple[float, float]:
+        return 0.0, 1.0  # a mean of softmax probabilities
 
     @torch.no_grad()
     def compute(self, model, x, maps, targets, explainer=None, prepared=None):
         base = self.prepare(x) if prepared is None else prepared  # the harness blurs each image once per run
-        curve = perturbation_curves(model.net, x, base, maps.to(x.device, torch.float32), targets,
-                                    self.profile.insdel_steps, self.mode, self.batch_size)
+        curve = perturbation_curves(model.net, x, base, maps.to(x.device, torch.float32), targets, self.steps,
+                                    self.mode, self.batch_size)
         return {"value": curve.mean(dim=1), "curve": curve}
 
 

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.core.hooks import Hooks
+
 RANDOMISED_TYPES = (nn.Conv2d, nn.Linear)
 SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
 HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (16, 16), "cells_per_block": (2, 2), "block_norm": "L2-Hys"}
@@ -52,16 +54,11 @@ def randomisation_order(net: nn.Module, image_size: int = 224, device=None) -> l
     first call in one forward pass on a zero image (modules never called are left out)."""
     device = device if device is not None else next(net.parameters()).device
     seen: list[str] = []
-    handles = []
-    for name, mod in net.named_modules():
-        if isinstance(mod, RANDOMISED_TYPES):
-            handles.append(mod.register_forward_hook(
-                lambda _m, _i, _o, name=name: seen.append(name) if name not in seen else None))
-    try:
+    with Hooks() as hooks:
+        for name, mod in net.named_modules():
+            if isinstance(mod, RANDOMISED_TYPES):
+                hooks.forward(mod, lambda _m, _i, _o, name=name: seen.append(name) if name not in seen else None)
         net(torch.zeros(1, 3, image_size, image_size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
     if not seen:
         raise ValueError("the network has no Conv2d or Linear layer used in its forward pass: nothing to randomise")
     return seen[::-1]

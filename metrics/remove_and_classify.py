@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from methods.base import Cost
+from benchmark.core.cost import Cost
 
 from .base import Metric, MetricError, register_metric
 from .sensitivity import image_key, noise_seed
@@ -81,32 +81,39 @@ def ratios_from_curves(curves, ks=ERASE_K) -> dict[float, float]:
 @register_metric
 class RemoveAndClassify(Metric):
     id = "remove_classify"
+    category = "faithfulness"
     higher_is_better = False
     has_curve = True
     csv_prefix = "rc"
     description = ("remove-and-classify (CALM): top-1 kept after erasing the top-k attributed pixels vs k random "
                    "pixels (zero baseline), k = 0.1..0.9; dataset ratio sum(top-k)/sum(random), lower is better")
-
-    @property
-    def params(self) -> dict:
-        return {"k": list(ERASE_K), "baseline": "zero in normalised space (mean colour)",
+    paper_params = {"k": list(ERASE_K)}
+    protocol = {"baseline": "zero in normalised space (mean colour)",
                 "correct": "top-1 after erasure == clean top-1 (the explained class)",
-                "curve": "[topk correct (5 k), random correct (5 k)]", "value": "mean_k (topk - random)",
+                "curve": "[topk correct (one per k), random correct (one per k)]", "value": "mean_k (topk - random)",
                 "ranking": "descending, stable (ties in raster order)",
                 "random": "randperm on a CPU generator seeded by noise_seed(seed, sha256(image), k index)"}
 
     @property
+    def ks(self) -> tuple[float, ...]:
+        return tuple(float(k) for k in self.params["k"])
+
+    @property
     def curve_length(self) -> int:
-        return 2 * len(ERASE_K)
+        return 2 * len(self.ks)
 
     def cost(self, model, method_cost=None) -> Cost:
-        return Cost(forward=float(2 * len(ERASE_K)))
+        return Cost(forward=float(2 * len(self.ks)))
+
+    def value_range(self) -> tuple[float, float]:
+        return -1.0, 1.0
 
     @torch.no_grad()
-    def compute(self, model, x, maps, targets, explainer=None):
+    def compute(self, model, x, maps, targets, explainer=None, prepared=None):
         if maps.shape != (x.shape[0], *x.shape[-2:]):
             raise MetricError(f"maps of shape {tuple(maps.shape)} do not match images {tuple(x.shape)}")
-        masks = torch.cat([topk_masks(maps.to(x.device, torch.float32)), random_masks(x, self.seed)], dim=1)
+        masks = torch.cat([topk_masks(maps.to(x.device, torch.float32), self.ks),
+                           random_masks(x, self.seed, self.ks)], dim=1)
         curve = erased_correct(model.net, x, masks, targets, self.batch_size)
-        k = len(ERASE_K)
+        k = len(self.ks)
         return {"value": (curve[:, :k] - curve[:, k:]).mean(dim=1), "curve": curve}

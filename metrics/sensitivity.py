@@ -31,7 +31,7 @@ import hashlib
 import numpy as np
 import torch
 
-from methods.base import Cost
+from benchmark.core.cost import Cost
 
 from .base import Metric, MetricError, register_metric
 
@@ -130,27 +130,27 @@ class MaxSensitivity(Metric):
     """Max-sensitivity of the scored method (captum ``sensitivity_max``; module docstring)."""
 
     id = "sensitivity"
+    category = "robustness"
     csv_prefix = "sens"
     has_curve = False
     higher_is_better = False
     needs_method = True
     description = ("max-sensitivity: max over K uniform L-inf perturbations of ||E(x+d)-E(x)||_F / ||E(x)||_F, "
                    "clean top-1 class")
+    # paper Appendix F: captum's defaults, 10 perturbations in an L-inf ball of radius 0.02; quick: 3
+    paper_params = {"n_perturb_samples": 10, "perturb_radius": 0.02}
+    quick_params = {"n_perturb_samples": 3}
+    protocol = {"norm_ord": "fro", "noise": "uniform in the L-inf ball around the normalised image",
+                "seed_rule": SEED_RULE, "target": "clean top-1 (fixed for the perturbed images)",
+                "implementation": "captum.metrics.sensitivity_max; E(x) recomputed by captum"}
 
     @property
     def n_perturb(self) -> int:
-        return int(self.profile.sens_perturbations)
+        return int(self.params["n_perturb_samples"])
 
     @property
     def radius(self) -> float:
-        return float(self.profile.sens_radius)
-
-    @property
-    def params(self) -> dict:
-        return {"n_perturb_samples": self.n_perturb, "perturb_radius": self.radius, "norm_ord": "fro",
-                "noise": "uniform in the L-inf ball around the normalised image", "seed_rule": SEED_RULE,
-                "target": "clean top-1 (fixed for the perturbed images)",
-                "implementation": "captum.metrics.sensitivity_max; E(x) recomputed by captum"}
+        return float(self.params["perturb_radius"])
 
     def cost(self, model, method_cost: Cost | None = None) -> Cost:
         if method_cost is None:
@@ -158,7 +158,10 @@ class MaxSensitivity(Metric):
         k = self.n_perturb + 1
         return Cost(forward=k * method_cost.forward, backward=k * method_cost.backward)
 
-    def compute(self, model, x, maps, targets, explainer=None):
+    def value_range(self) -> tuple[float, float]:
+        return 0.0, float("inf")
+
+    def compute(self, model, x, maps, targets, explainer=None, prepared=None):
         if explainer is None:
             raise MetricError("max-sensitivity re-runs the method on perturbed images: it needs the explainer of "
                               "the scored method (the harness passes it for registered methods)")

@@ -26,13 +26,13 @@ import torch  # noqa: E402
 
 
 def main() -> None:
-    from benchmark.costs import one_pass, probe_input
+    from benchmark.core.passes import predict
+    from benchmark.core.timing import one_pass, probe_input
     from benchmark.data import DemoSource, preprocess
     from benchmark.models import load_model
-    from benchmark.perf import PassCounter
+    from benchmark.perf.timing import PassCounter
     from methods.base import make_method
     from metrics.insertion_deletion import blur_baseline, perturbation_curves
-    from runners.batched import predict
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="efficientnet_lite0")
@@ -65,15 +65,13 @@ def main() -> None:
                 one_pass(model.net, probe, False)
             return max(1, 40 // bs) * bs
 
-        occ = make_method("occlusion", quick=True)
-        occ.batch_size = bs
+        occ = make_method("occlusion", quick=True, batch_size=bs)
         jobs[f"plain@{bs}"] = plain
         jobs[f"insertion@{bs}"] = counted(lambda bs=bs: perturbation_curves(model.net, x, base, maps, targets, 16,
                                                                             "insertion", bs))
         jobs[f"occlusion@{bs}"] = counted(lambda occ=occ: occ.compute_all(model, x[:1], targets[:1]))
         if args.polycam_layer:
-            pc = make_method("pcampm", quick=True, layers=[args.polycam_layer])
-            pc.batch_size = bs
+            pc = make_method("pcampm", quick=True, batch_size=bs, layers=[args.polycam_layer])
             jobs[f"pcampm@{bs}"] = counted(lambda pc=pc: pc.compute_all(model, x[:1], targets[:1]))
 
     names = list(jobs)

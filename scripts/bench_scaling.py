@@ -28,19 +28,19 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 def measure(workers: int, args) -> dict:
     import ray
 
-    from benchmark.executor import run_sharded
-    from benchmark.pipeline import Benchmark, RunConfig
+    from runners.context import RunConfig, RunContext
+    from runners.sharded import run_sharded
 
     out = tempfile.mkdtemp(prefix=f"scaling{workers}_")
     cfg = RunConfig(model=args.model, profile="quick", limit=args.limit, methods=args.methods.split(","),
                     out=out, progress=False, executor="ray", workers=workers, shards=args.shards,
                     threads=args.threads, device="cpu")
-    bench = Benchmark(cfg)
+    ctx = RunContext(cfg)
     t0 = time.perf_counter()
     ray.init(num_cpus=workers * args.threads, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}})
     t1 = time.perf_counter()
-    res = run_sharded(bench, ("maps",), log=lambda *_: None)
+    res = run_sharded(ctx, ("maps",), log=lambda *_: None)
     t2 = time.perf_counter()
     ray.shutdown()
     assert not res["errors"], res["errors"]

@@ -9,7 +9,7 @@ CAM on each score.
                                      [--optimizer reference|adam] [--kinds em,ml,cam] [--n-train 1536]
                                      [--json OUT.json]
 
-See benchmark/calm_synthetic.py for the data, the models and the scores (the same code the tests use).
+See runners/calm_synthetic.py for the data, the models and the scores (the same code the tests use).
 """
 
 import argparse
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from benchmark.calm_synthetic import CALM_INITS, OPTIMIZERS, TASKS, run_experiment  # noqa: E402
+from runners.calm_synthetic import CALM_INITS, OPTIMIZERS, TASKS, run_experiment  # noqa: E402
 
 KEYS = ["accuracy", "pointing_game", "pointing_game_tol4", "energy_in_box", "energy_in_box_tol4", "pixel_ap",
         "pointing_game_on_shared", "seconds_per_epoch"]

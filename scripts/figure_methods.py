@@ -78,8 +78,7 @@ def main(argv=None) -> int:
     for mid in args.methods:
         if mid in maps:
             continue
-        method = make_method(mid, quick=args.profile == "quick", seed=args.seed)
-        method.batch_size = args.batch_size
+        method = make_method(mid, quick=args.profile == "quick", seed=args.seed, batch_size=args.batch_size)
         try:
             method.check_applicable(model)
         except NotApplicable:

@@ -43,8 +43,7 @@ def main(argv=None) -> int:
     x = model.normalize(img[None].to(model.device))
     probs = torch.softmax(model.net(x), 1)
     target = probs.argmax(1)
-    method = make_method("pcampm", ablations=True)
-    method.batch_size = args.batch_size
+    method = make_method("pcampm", batch_size=args.batch_size, ablations=True)
     t0 = time.perf_counter()
     maps = method.compute_all(model, x, target)
     print(f"{model.name}: class {target.item()} (p = {probs.max().item():.3f}), layers {model.polycam_layers}, "

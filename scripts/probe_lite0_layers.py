@@ -52,8 +52,7 @@ def main() -> None:
         lists["full automatic preset"] = m.polycam_layers
     for name, layers in lists.items():
         t0 = time.perf_counter()
-        method = make_method("pcampm", ablations=False, layers=layers)
-        method.batch_size = 64
+        method = make_method("pcampm", batch_size=64, ablations=False, layers=layers)
         maps[f"pcampm: {name}"] = method(m, x, t)
         print(f"pcampm {layers}: {time.perf_counter() - t0:.0f} s", flush=True)
     base = blur_baseline(x)

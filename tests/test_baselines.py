@@ -72,8 +72,7 @@ def images():
 
 
 def toy_method(mid, batch_size=64, seed=0, **extra):
-    m = make_method(mid, seed=seed, **{**TOY_PARAMS.get(mid, {}), **extra})
-    m.batch_size = batch_size
+    m = make_method(mid, seed=seed, batch_size=batch_size, **{**TOY_PARAMS.get(mid, {}), **extra})
     return m
 
 
@@ -493,8 +492,7 @@ def test_pretrained_cat_insertion_beats_noise(lite0, cat, pretrained, mid):
     insertion AUC on the cat photo beats a random map's."""
     t, auc, noise_auc = pretrained
     assert 281 <= int(t) <= 285  # tabby, tiger cat, Persian, Siamese, Egyptian cat
-    m = make_method(mid, quick=True, seed=0)
-    m.batch_size = 32  # the pipeline's CPU default
+    m = make_method(mid, quick=True, seed=0, batch_size=32)  # the pipeline's CPU default
     maps = m(lite0, cat, t)
     assert maps.shape == (1, 224, 224) and maps.dtype == torch.float32 and torch.isfinite(maps).all()
     assert auc(maps) > noise_auc, mid

@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.calm_synthetic import make_synthetic, run_experiment, small_trunk
-from methods.calm import (CalmBundle, CalmNet, VggTrunk, calm_em_loss, calm_ml_loss, calm_scores, normalize_map,
-                          read_checkpoint, score_maps)
+from benchmark.models.calm import (
+    CalmBundle,
+    CalmNet,
+    VggTrunk,
+    calm_em_loss,
+    calm_ml_loss,
+    calm_scores,
+    read_checkpoint,
+)
+from methods.calm import normalize_map, score_maps
+from runners.calm_synthetic import make_synthetic, run_experiment, small_trunk
 from tests.conftest import run_cli
 
 
@@ -88,7 +96,7 @@ def test_cue_map_gradient_does_not_depend_on_the_cue_map():
     """With the reference's detached normaliser S = sg(sum_z a_z), both losses give, wherever p(z|x) is above the
     EM floor, dL/da_z = -p(y*|x,z) / (S p(y*|x)): every location is pushed up by its class probability, whatever
     its own a_z, and the step on the 1x1 cue head's weights is sum_z p(y*|x,z) g_z / (S p(y*|x)), a sum over all
-    locations. Checked against autograd. (The README's synthetic check shows where the cue head's peak goes with
+    locations. Checked against autograd. (The synthetic check in docs/calm.md shows where the cue head's peak goes with
     longer training; that this identity is the cause is not shown.)"""
     g = torch.Generator().manual_seed(1)
     f = torch.randn(2, 4, 3, 3, generator=g, dtype=torch.float64)
@@ -119,7 +127,7 @@ def test_forward_is_log_p_and_probabilities_sum_to_one():
 
 
 def test_init_from_classifier_fc_gives_cam_and_uniform_cue():
-    from methods.calm import build_calm
+    from benchmark.models.calm import build_calm
 
     net = build_calm("resnet18", "em", "random", seed=3).eval()
     x = torch.randn(2, 3, 64, 64)
@@ -136,8 +144,8 @@ def test_init_from_classifier_fc_gives_cam_and_uniform_cue():
 
 
 def test_feature_maps_of_resnet50_and_vgg16():
-    from benchmark.tv_compat import import_torchvision
-    from methods.calm import _resnet_trunk
+    from benchmark.models.calm import _resnet_trunk
+    from benchmark.models.tv_compat import import_torchvision
 
     x = torch.zeros(1, 3, 64, 64)
     tv = import_torchvision()
@@ -154,7 +162,7 @@ def test_feature_maps_of_resnet50_and_vgg16():
 def authors_resnet50_state_dict(classes=4, seed=0):
     """A state dict with the authors' key names (network/resnet.py): backbone keys at the top level,
     conv_last (classes x 2048 1x1 with bias), attention.0 (1 x 2048 1x1), saved by DataParallel (module.)."""
-    from benchmark.tv_compat import import_torchvision
+    from benchmark.models.tv_compat import import_torchvision
 
     torch.manual_seed(seed)
     sd = {k: v for k, v in import_torchvision().models.resnet50(weights=None).state_dict().items()
@@ -255,7 +263,8 @@ def test_synthetic_calm_learns_and_locates_the_pattern(synthetic):
     for two sibling classes, does): it asserts what holds with a margin, and that EM and ML train alike (they take
     the same gradient step: test_em_and_ml_have_the_same_gradient). Longer training makes it worse (seeds 0-2,
     24 epochs): CALM-EM's pointing game falls to 0.621 (its arg-max on a neighbouring feature cell: 0.999 within
-    4 px of the box) while CAM's is 0.973; CALM points where its cue head p(z|x) points (README, synthetic check)."""
+    4 px of the box) while CAM's is 0.973; CALM points where its cue head p(z|x) points (docs/calm.md, synthetic
+    check)."""
     r = synthetic
     for kind in ("em", "ml", "cam"):
         assert r[kind]["accuracy"] >= 0.9, (kind, r[kind]["accuracy"])
@@ -270,7 +279,7 @@ def test_synthetic_calm_learns_and_locates_the_pattern(synthetic):
 def test_pairs_task_siblings_share_the_body_and_differ_by_the_glyph():
     """Every image holds its family's body (classes 0, 1: family 0; 2, 3: family 1) painted in one colour, and its
     class's glyph, not overlapping; the mask is the glyph's pixels inside its box."""
-    from benchmark.calm_synthetic import BODY, GLYPHS, _body, _glyph
+    from runners.calm_synthetic import BODY, GLYPHS, _body, _glyph
 
     d = make_synthetic(40, 7, classes=4, task="pairs")
     assert set(d["y"].tolist()) == {0, 1, 2, 3}
@@ -309,8 +318,8 @@ def test_pairs_calm_locates_the_class_cue_better_than_cam(pairs):
     cell) and the glyph about 1 (0.996). Observed (seed 0): accuracy / pointing game / pixel AP / energy in box /
     peak on the body: CALM-EM 0.988 / 0.980 / 0.465 / 0.292 / 0.000, CALM-ML 0.988 / 0.980 / 0.466 / 0.285 / 0.000,
     CAM 1.000 / 0.852 / 0.366 / 0.242 / 0.125.
-    Over seeds 0-5 (README, synthetic check) CALM is ahead on all three localisation scores in 6 of 6 seeds (smallest
-    leads: pointing game 0.129, pixel AP 0.098, energy 0.044), and CAM's peak is on the body in 13-52 % of the
+    Over seeds 0-5 (docs/calm.md, synthetic check) CALM is ahead on all three localisation scores in 6 of 6 seeds
+    (smallest leads: pointing game 0.129, pixel AP 0.098, energy 0.044), and CAM's peak is on the body in 13-52 % of the
     images; CALM's accuracy is 0.73-0.99 there (CAM: 1.000)."""
     r = pairs
     for kind in ("em", "ml"):
@@ -333,7 +342,7 @@ def test_cue_head_scores_by_hand():
     1/2; 1/6, 1/6), joint (1/12, 3/8; 1/12, 1/12): the peak is cell (0, 1) with p(y0|z) = 3/4, alone within 10 % of
     the maximum; p(y0|z) is 1/2 at the glyph's cell and 3/4 at the shared one; the cue head's max over mean is
     3 / 1.5 = 2, and its peak is outside the glyph's box."""
-    from benchmark.calm_synthetic import cue_head_scores
+    from runners.calm_synthetic import cue_head_scores
 
     f = torch.zeros(1, 2, 2, 2, dtype=torch.float64)
     f[0, 0, 0, 1] = math.log(3.0)
@@ -353,8 +362,8 @@ def test_remove_and_classify_pattern_map_beats_random_map():
     """A CALM-EM model trained 3 epochs on the synthetic task. Observed: erasing the top 10 % of a map that marks
     the glyph's box keeps 13 of 64 images correct, 10 % random pixels 42: ratio 0.31; a random map: 1.05. From
     k = 0.3 on, random erasure alone already brings the model to chance (21 of 64), so the ratios are about 1."""
-    from benchmark.calm_synthetic import train_model
     from metrics.remove_and_classify import RemoveAndClassify, ratios_from_curves
+    from runners.calm_synthetic import train_model
 
     torch.manual_seed(0)
     model = CalmNet(small_trunk(32), 64, 3, "em", "small")
@@ -365,7 +374,7 @@ def test_remove_and_classify_pattern_map_beats_random_map():
     x = data["x"]
     with torch.no_grad():
         targets = model(x).argmax(1)
-    metric = RemoveAndClassify(profile=None, batch_size=64, seed=0)
+    metric = RemoveAndClassify(batch_size=64, seed=0)
     # the pattern map: 1 on the glyph's box grown by 2 pixels (144 pixels; k = 0.1 erases 230), then low noise
     box = torch.zeros_like(data["mask"])
     for i, (r0, c0, r1, c1) in enumerate(data["box"].tolist()):
@@ -399,7 +408,7 @@ def test_erasure_masks_by_hand():
 # ------------------------------------------------------------------------------ training and resume
 
 def test_train_calm_resume_mid_epoch_equals_uninterrupted(tmp_path):
-    from benchmark.calm_train import TrainConfig, train_calm
+    from runners.calm_train import TrainConfig, train_calm
 
     data = make_synthetic(24, 3, classes=2, size=32)
     ds = torch.utils.data.TensorDataset(data["x"], data["y"])
@@ -427,9 +436,9 @@ def test_train_calm_resume_mid_epoch_equals_uninterrupted(tmp_path):
 
 
 def test_reference_schedule_and_parameter_groups():
-    from benchmark.calm_train import lr_factor, param_groups
-    from benchmark.tv_compat import import_torchvision
-    from methods.calm import _resnet_trunk
+    from benchmark.models.calm import _resnet_trunk
+    from benchmark.models.tv_compat import import_torchvision
+    from runners.calm_train import lr_factor, param_groups
 
     assert [lr_factor(e, "reference") for e in (0, 28, 29, 39)] == [1.0, 1.0, 0.1, 0.1]
     net = CalmNet(_resnet_trunk(import_torchvision().models.resnet50(weights=None), "large"), 2048, 10, "em",
@@ -522,7 +531,7 @@ def make_fake_cub(root: Path) -> None:
 
 
 def test_cub_annotations_and_cue_mask_by_hand(tmp_path):
-    from metrics.cue_localization import CUB
+    from benchmark.data.cub import CUB
 
     make_fake_cub(tmp_path)
     cub = CUB(tmp_path)
@@ -562,7 +571,8 @@ def test_pxap_by_hand_and_the_reset_fix():
 
 def test_cue_localization_end_to_end(tmp_path):
     from methods import make_method
-    from metrics.cue_localization import FIX, cue_localization
+    from metrics.cue_localization import FIX
+    from runners.cue_localization import cue_localization
 
     make_fake_cub(tmp_path)
     b = small_bundle("em", classes=3)

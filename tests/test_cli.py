@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.store import DONE, FAILED, RunLock
 from conftest import REPO, run_cli
+from runners.store import DONE, FAILED, RunLock
 
 LITE = ["--model", "efficientnet_lite0", "--profile", "quick", "--no-progress"]
 

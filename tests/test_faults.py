@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.shards import ShardPaths, diff_runs
-from benchmark.store import DONE, FAILED
 from conftest import REPO, run_cli
+from runners.maps import run_maps
+from runners.scoring import run_metrics
+from runners.shards import ShardPaths, diff_runs
+from runners.store import DONE, FAILED
 
 SLOW = str(REPO / "tests/plugins/slow_saliency.py")
 BROKEN = str(REPO / "tests/plugins/broken_methods.py")
@@ -27,11 +29,11 @@ ARGS = ["run", "--model", "efficientnet_lite0", "--profile", "quick", "--limit",
         "--metrics", "insertion", "--plugin", SLOW, "--batch-size", "1", "--no-progress", "--shards", "2"]
 
 
-def _bench(out, **kw):
-    from benchmark.pipeline import Benchmark, RunConfig
+def _ctx(out, **kw):
+    from runners.context import RunConfig, RunContext
 
     base = dict(model="efficientnet_lite0", profile="quick", progress=False, out=str(out))
-    return Benchmark(RunConfig(**{**base, **kw}))
+    return RunContext(RunConfig(**{**base, **kw}))
 
 
 def _start(out):
@@ -65,11 +67,10 @@ def _all_readable(run_dir):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted one-process run of the same configuration."""
-    bench = _bench(tmp_path_factory.mktemp("ref"), limit=4, methods=["slow_saliency"], metrics=["insertion"],
+    ctx = _ctx(tmp_path_factory.mktemp("ref"), limit=4, methods=["slow_saliency"], metrics=["insertion"],
                    plugins=[SLOW], batch_size=1)
-    bench.cfg.methods = bench.maps_stage().produced
-    bench.metrics_stage()
-    return bench.run_dir
+    run_metrics(ctx, map_ids=run_maps(ctx).produced)
+    return ctx.run_dir
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_second_driver_is_refused_with_a_clear_message(resumed):
 
 
 def test_corrupt_and_truncated_files_are_detected_by_name_and_recomputed(resumed, reference, tmp_path):
-    from benchmark.executor import run_sharded
+    from runners.sharded import run_sharded
 
     run_dir = tmp_path / "efficientnet_lite0"
     shutil.copytree(resumed[0], run_dir)
@@ -137,9 +138,9 @@ def test_corrupt_and_truncated_files_are_detected_by_name_and_recomputed(resumed
         f.truncate(cut.stat().st_size // 2)
     (run_dir / "metrics.h5").write_bytes((run_dir / "metrics.h5").read_bytes()[:1000])  # a truncated store
     lines = []
-    bench = _bench(tmp_path, limit=4, methods=["slow_saliency"], metrics=["insertion"], plugins=[SLOW],
+    ctx = _ctx(tmp_path, limit=4, methods=["slow_saliency"], metrics=["insertion"], plugins=[SLOW],
                    batch_size=1, shards=2)
-    res = run_sharded(bench, ("maps", "metrics"), log=lines.append)
+    res = run_sharded(ctx, ("maps", "metrics"), log=lines.append)
     text = "\n".join(lines)
     assert "corrupt shard: slow_saliency-0of2.h5: sha256 differs from its manifest" in text
     assert "corrupt shard: slow_saliency-1of2.h5:" in text and "truncated" in text
@@ -153,28 +154,28 @@ def test_corrupt_and_truncated_files_are_detected_by_name_and_recomputed(resumed
 
 
 def test_faulty_methods_are_recorded_per_image_and_the_tables_count_images(tmp_path):
-    from benchmark.executor import run_sharded
-    from benchmark.status import status_text
-    from benchmark.tables import faithfulness_table
+    from benchmark.outputs.tables import faithfulness_table
+    from runners.sharded import run_sharded
+    from runners.status import status_text
 
     methods = ["nan_on_coffee", "raises_on_coffee", "const_on_coffee", "inf_on_coffee"]
-    bench = _bench(tmp_path, limit=2, methods=methods, metrics=["insertion"], plugins=[BROKEN, FAULTY], shards=2)
-    res = run_sharded(bench, ("maps", "metrics"), log=lambda *_: None)
+    ctx = _ctx(tmp_path, limit=2, methods=methods, metrics=["insertion"], plugins=[BROKEN, FAULTY], shards=2)
+    res = run_sharded(ctx, ("maps", "metrics"), log=lambda *_: None)
     assert res["errors"] == {}
     expect = {"nan_on_coffee": "map contains NaN or infinite values",
               "inf_on_coffee": "map contains NaN or infinite values",
               "const_on_coffee": "constant map (no ranking)",
               "raises_on_coffee": "RuntimeError: cannot explain espresso"}
     assert {m: res["reports"]["maps"].failed[m] for m in methods} == {m: {"coffee.png": r} for m, r in expect.items()}
-    from benchmark.store import H5Store
+    from runners.store import H5Store
 
-    with H5Store(bench.run_dir / "maps.h5", bench.source.names, mode="r") as s:
+    with H5Store(ctx.run_dir / "maps.h5", ctx.source.names, mode="r") as s:
         for m, reason in expect.items():
             assert s.status(f"maps/{m}")[:2].tolist() == [DONE, FAILED]
             assert s.errors(f"maps/{m}") == {"coffee.png": reason}
-    table = faithfulness_table(bench.run_dir / "csv", bench.tag)
+    table = faithfulness_table(ctx.run_dir / "csv", ctx.tag)
     assert sorted(table["method"]) == sorted(methods) and (table["n_ins"] == 1).all()
-    text = status_text(bench.run_dir)
+    text = status_text(ctx.run_dir)
     assert "maps/const_on_coffee: 1 done, 0 missing, 1 failed" in text
     assert "failed x1: constant map (no ranking)" in text and "e.g. on coffee.png" in text
     assert "maps: 8 finished" in text

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.profiles import get_profile
 from metrics.insertion_deletion import Deletion, Insertion, blur_baseline, perturbation_curves, pixel_ranks
 
 
@@ -118,10 +117,11 @@ def test_result_does_not_depend_on_batch_size():
 def test_metric_objects_follow_the_profile_and_split_per_image(lite0, cat):
     from conftest import random_map
 
-    prof = get_profile("quick")
-    ins, dele = Insertion(prof, batch_size=16), Deletion(prof, batch_size=16)
+    ins, dele = Insertion(quick=True, batch_size=16), Deletion(quick=True, batch_size=16)
     assert ins.higher_is_better and not dele.higher_is_better
-    assert get_profile("paper").insdel_steps == 224 and ins.params["pixels_per_step"] == 224 * 224 // 16
+    assert ins.category == dele.category == "faithfulness"
+    assert Insertion().params == {"steps": 224, "blur_kernel": 11, "blur_sigma": 5.0}  # the paper's protocol
+    assert ins.params["steps"] == ins.curve_length == 16 and Insertion(steps=32).curve_length == 32
     x = torch.cat([cat, cat])
     maps = torch.from_numpy(np.stack([random_map(0), random_map(1)]))
     t = torch.tensor([285, 285])

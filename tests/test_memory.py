@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.memory import HEADROOM, activation_bytes, bounded_batch_size, bytes_per_input
+from benchmark.core.memory import HEADROOM, activation_bytes, bounded_batch_size, bytes_per_input
+from runners.maps import run_maps
 
 
 def test_activation_bytes_by_hand():
@@ -31,19 +32,19 @@ def test_cap_and_record():
 
 
 def test_a_run_capped_by_memory_gives_the_same_maps(tmp_path, lite0):
-    from benchmark.pipeline import Benchmark, RunConfig
+    from runners.context import RunConfig, RunContext
 
     per = bytes_per_input(lite0.net, 224, torch.device("cpu"))
     cfg = dict(model="efficientnet_lite0", data="demo", limit=3, methods=["gradcam", "occlusion"], profile="quick",
                progress=False, device="cpu", batch_size=32)
-    capped = Benchmark(RunConfig(**cfg, out=str(tmp_path / "a"), memory_gb=2.5 * per / 2**30))
-    capped.maps_stage()
+    capped = RunContext(RunConfig(**cfg, out=str(tmp_path / "a"), memory_gb=2.5 * per / 2**30))
+    run_maps(capped)
     assert capped.batch_size == 2 and capped.memory["cap"] == 2
     with capped.open_maps("r") as st:
         assert st.f.attrs["provenance"] and '"cap": 2' in st.f.attrs["provenance"]
         got = {m: st.read(f"maps/{m}", "map")[:3] for m in cfg["methods"]}
-    free = Benchmark(RunConfig(**cfg, out=str(tmp_path / "b")))
-    free.maps_stage()
+    free = RunContext(RunConfig(**cfg, out=str(tmp_path / "b")))
+    run_maps(free)
     assert free.batch_size == 32 and free.memory is None
     with free.open_maps("r") as st:
         for m in cfg["methods"]:
@@ -51,15 +52,16 @@ def test_a_run_capped_by_memory_gives_the_same_maps(tmp_path, lite0):
 
 
 def test_memory_gb_must_be_positive():
-    from benchmark.pipeline import Benchmark, RunConfig
+    from runners.context import RunConfig, RunContext
 
     with pytest.raises(ValueError, match="memory-gb"):
-        Benchmark(RunConfig(model="efficientnet_lite0", data="demo", memory_gb=0.0))
+        RunContext(RunConfig(model="efficientnet_lite0", data="demo", memory_gb=0.0))
 
 
 def test_pass_batch_size_is_tuned_within_the_cap_and_stochastic_methods_keep_the_batch_size(lite0):
-    from benchmark.costs import PASS_CANDIDATES, tune_pass_batch_size
-    from benchmark.pipeline import Benchmark, RunConfig, StageReport
+    from runners.context import RunConfig, RunContext
+    from runners.factory import build_methods
+    from runners.tuning import PASS_CANDIDATES, tune_pass_batch_size
 
     size, rec = tune_pass_batch_size(lite0.net, 224, torch.device("cpu"), cap=8, min_seconds=0.0)
     assert set(rec["candidates"]) == {"2", "4", "8"} and rec["chosen"] == size and size in (2, 4, 8)
@@ -69,12 +71,12 @@ def test_pass_batch_size_is_tuned_within_the_cap_and_stochastic_methods_keep_the
         assert len(rounds) == 3 and rec["candidates"][k] == pytest.approx(statistics.median(rounds), abs=0.02)
     assert all(b <= 32 for b in PASS_CANDIDATES["cpu"])
 
-    bench = Benchmark(RunConfig(model="efficientnet_lite0", data="demo", limit=1, profile="quick", progress=False,
-                                device="cpu", methods=["occlusion", "smoothgrad", "sscam"]))
-    methods = {m.id: m for m in bench.make_methods(["occlusion", "smoothgrad", "sscam"], StageReport())}
-    assert methods["occlusion"].batch_size == bench.resolve_pass_batch_size() == bench.pass_tuning["chosen"]
-    assert methods["sscam"].batch_size == bench.pass_tuning["chosen"]  # seeded per image: independent of the size
+    ctx = RunContext(RunConfig(model="efficientnet_lite0", data="demo", limit=1, profile="quick", progress=False,
+                               device="cpu", methods=["occlusion", "smoothgrad", "sscam"]))
+    methods = {m.id: m for m in build_methods(ctx, ["occlusion", "smoothgrad", "sscam"])[0]}
+    assert methods["occlusion"].batch_size == ctx.resolve_pass_batch_size() == ctx.pass_tuning["chosen"]
+    assert methods["sscam"].batch_size == ctx.pass_tuning["chosen"]  # seeded per image: independent of the size
     assert methods["smoothgrad"].batch_size == 32  # stochastic: the noise follows the batch; same on every machine
-    fixed = Benchmark(RunConfig(model="efficientnet_lite0", data="demo", limit=1, profile="quick", progress=False,
-                                device="cpu", batch_size=6))
+    fixed = RunContext(RunConfig(model="efficientnet_lite0", data="demo", limit=1, profile="quick", progress=False,
+                               device="cpu", batch_size=6))
     assert fixed.resolve_pass_batch_size() == 6 and fixed.pass_tuning is None  # --batch-size: nothing tuned

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from benchmark.data import DemoSource, preprocess
-from benchmark.models import (LITE_MEAN, LITE_STD, RESNET50_LAYERS, VGG16_LAYERS, ModelError, discover_layers,
-                              layer_resolutions, load_model)
-from benchmark.tv_compat import import_torchvision
+from benchmark.models import ModelError, load_model
+from benchmark.models.bundle import LITE_MEAN, LITE_STD
+from benchmark.models.layers import RESNET50_LAYERS, VGG16_LAYERS, discover_layers, layer_resolutions
+from benchmark.models.tv_compat import import_torchvision
 
 
 def test_pretrained_efficientnet_lite0_recognises_the_demo_photos(lite0):

@@ -1,4 +1,4 @@
-"""The cost model (benchmark/costs.py), --dry-run and the perf command (benchmark/perf.py) on a tiny configuration:
+"""The cost model (runners/costs.py), --dry-run and the perf command (benchmark/perf/) on a tiny configuration:
 a random-weight torchvision MobileNetV3-Small (seeded), one or two demo photos, the quick profile.
 
 Pass counts are exact (a forward pre-hook on the network counts its inputs); no timing is asserted."""
@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from conftest import run_cli
+from runners.maps import run_maps
+from runners.scoring import run_metrics
 
 TINY = ["--model", "mobilenet_v3_small", "--weights", "random", "--profile", "quick"]
 POLY_LAYERS = ["features.0", "features.1"]  # 16 + 16 channels
@@ -29,7 +31,7 @@ def photo(mnet):
 
 
 def test_pass_counter_counts_forward_and_backward_inputs(mnet):
-    from benchmark.perf import PassCounter
+    from benchmark.perf.timing import PassCounter
 
     x = torch.zeros(3, 3, 224, 224)
     with PassCounter(mnet.net) as c:
@@ -42,16 +44,16 @@ def test_pass_counter_counts_forward_and_backward_inputs(mnet):
 
 def test_plan_equals_the_passes_the_pipeline_runs(tmp_path):
     """The cost model's totals per stage equal the inputs counted through the network during maps and metrics."""
-    from benchmark.costs import plan
-    from benchmark.perf import PassCounter
-    from benchmark.pipeline import Benchmark, RunConfig
-    from benchmark.store import DONE
+    from benchmark.perf.timing import PassCounter
+    from runners.context import RunConfig, RunContext
+    from runners.costs import plan
+    from runners.store import DONE
 
     cfg = RunConfig(model="mobilenet_v3_small", weights="random", data="demo", limit=1, profile="quick",
                     methods=["occlusion", "inputxgrad"], metrics=["insertion", "deletion"], out=str(tmp_path),
                     batch_size=8, progress=False)
-    bench = Benchmark(cfg)
-    rows, skipped = plan(bench)
+    ctx = RunContext(cfg)
+    rows, skipped = plan(ctx)
     assert not skipped
     per = {(r.stage, r.key): (r.forward, r.backward) for r in rows}
     # quick occlusion: 64 px window, stride 32 -> 6 x 6 windows + the clean pass
@@ -60,16 +62,16 @@ def test_plan_equals_the_passes_the_pipeline_runs(tmp_path):
     assert per[("maps", "inputxgrad")] == (0, 1)
     assert per[("metrics", "insertion/occlusion")] == (16, 0)
 
-    with PassCounter(bench.model.net) as c:
-        bench.maps_stage()
+    with PassCounter(ctx.model.net) as c:
+        run_maps(ctx)
         maps_counted = (c.forward_only, c.backward)
         c.reset()
-        bench.metrics_stage()
+        run_metrics(ctx)
         metrics_counted = (c.forward_only, c.backward)
     maps_rows = [r for r in rows if r.stage in ("clean", "maps")]
     assert maps_counted == (sum(r.forward for r in maps_rows), sum(r.backward for r in maps_rows))
     # metrics run on the maps that were stored (a constant map is recorded as failed and not scored)
-    with bench.open_maps(mode="r") as store:
+    with ctx.open_maps(mode="r") as store:
         done = {mid: int((store.status(f"maps/{mid}") == DONE).sum()) for mid in ("occlusion", "inputxgrad")}
     expected = sum(r.per_image.forward * done[r.key.split("/")[1]] for r in rows if r.stage == "metrics")
     assert metrics_counted == (expected, 0)
@@ -79,7 +81,7 @@ def test_plan_equals_the_passes_the_pipeline_runs(tmp_path):
 def test_limit_pools_both_sweeps_by_median_and_keeps_the_peak():
     """Hand-made sweeps: per size the median of all blocks of both sweeps, the limit at the best median (not at the
     fastest block), the peak at the fastest block; efficiencies against both."""
-    from benchmark.perf import _peak, _row, combine_limits, efficiency
+    from benchmark.perf.timing import _peak, _row, combine_limits, efficiency
 
     def sweep(rates4, rates8):
         rows = [_row(4, {"forward": rates4, "backward": None}), _row(8, {"forward": rates8, "backward": None})]
@@ -95,8 +97,8 @@ def test_limit_pools_both_sweeps_by_median_and_keeps_the_peak():
 
 
 def test_round_robin_rates_time_every_size_in_every_round(mnet):
-    from benchmark.costs import round_robin_rates
-    from benchmark.perf import PassCounter
+    from benchmark.core.timing import round_robin_rates
+    from benchmark.perf.timing import PassCounter
 
     with PassCounter(mnet.net) as c:
         rates = round_robin_rates(mnet.net, [1, 2], 32, torch.device("cpu"), False, rounds=3, min_seconds=0.0)
@@ -109,7 +111,7 @@ def test_round_robin_rates_time_every_size_in_every_round(mnet):
 def test_round_robin_order_and_warmups(monkeypatch):
     """Rotating order, and a warm-up pass in every block for short passes but only in the first round for a size
     whose one pass lasts min_seconds (timings faked: 1 input 0.01 s per pass, 4 inputs 0.5 s)."""
-    import benchmark.costs as costs
+    import benchmark.core.timing as timing
 
     calls = []
 
@@ -117,8 +119,8 @@ def test_round_robin_order_and_warmups(monkeypatch):
         calls.append((x.shape[0], warmup))
         return x.shape[0] / (0.01 if x.shape[0] == 1 else 0.5)
 
-    monkeypatch.setattr(costs, "time_passes", fake)
-    rates = costs.round_robin_rates(None, [1, 4], 8, torch.device("cpu"), False, rounds=3, min_seconds=0.1)
+    monkeypatch.setattr(timing, "time_passes", fake)
+    rates = timing.round_robin_rates(None, [1, 4], 8, torch.device("cpu"), False, rounds=3, min_seconds=0.1)
     assert rates == {1: [100.0] * 3, 4: [8.0] * 3}
     assert calls == [(1, True), (4, True), (4, False), (1, True), (1, True), (4, False)]
 
@@ -126,7 +128,8 @@ def test_round_robin_order_and_warmups(monkeypatch):
 def test_reference_polycam_loop_gives_our_maps_with_its_own_passes(mnet, photo):
     """The reference-style loop (PCAM+, PCAM-, PCAM+- one after the other, chunks of 32 channels, no skipping)
     computes the same maps as pcampm, and runs 3 + 4 C passes per image where pcampm runs at most 2 C + 1."""
-    from benchmark.perf import PassCounter, reference_polycam
+    from benchmark.perf.reference_polycam import reference_polycam
+    from benchmark.perf.timing import PassCounter
     from methods import make_method
 
     with torch.no_grad():
@@ -150,7 +153,8 @@ def test_peer_functions_run_the_peer_libraries(mnet, photo):
     """torchcam and pytorch-grad-cam Score-CAM, run through the peer wrappers, pass C + 2 / C + 1 inputs."""
     import dataclasses
 
-    from benchmark.perf import PassCounter, peer_gradcam_scorecam, peer_torchcam_score
+    from benchmark.perf.peers import peer_gradcam_scorecam, peer_torchcam_score
+    from benchmark.perf.timing import PassCounter
     from methods import make_method
 
     small = dataclasses.replace(mnet, layer_sets={"tiny": POLY_LAYERS}, polycam_preset="tiny")  # last conv: 16 ch
@@ -238,14 +242,13 @@ def test_perf_command_tiny_json_has_every_field(tmp_path):
 
 
 def test_precision_drift_is_zero_at_fp32_and_measured_at_bf16(mnet, photo):
-    from benchmark.perf import precision_drift
-    from benchmark.profiles import get_profile
+    from benchmark.perf.run import precision_drift
     from methods.base import make_method
-    from metrics.base import get_metric_class
+    from metrics.base import make_metric
 
     t = mnet.net(photo).argmax(1)
     method = make_method("gradcam", quick=True)
-    ins = get_metric_class("insertion")(get_profile("quick"), 8, 0)
+    ins = make_metric("insertion", quick=True, batch_size=8)
     same = precision_drift(mnet, photo, t, 224, "fp32", {"gradcam": method}, [(ins, None, None)], mnet.device,
                            echo=lambda s: None)
     assert same[0]["map_max_abs_diff"] == 0 and same[0]["spearman_min"] == pytest.approx(1.0)
@@ -264,12 +267,11 @@ def test_precision_drift_is_zero_at_fp32_and_measured_at_bf16(mnet, photo):
 def test_rise_runs_under_bf16_with_float32_masks(lite0, cat):
     """Under --precision bf16 only the model's passes are bf16: RISE's masks and weighted sum stay float32 (this
     raised a dtype error in addmm before)."""
-    from benchmark import precision
+    from benchmark.core import precision
     from methods.base import make_method
 
     t = lite0.net(cat).argmax(1)
-    rise = make_method("rise", quick=True, n_masks=24)
-    rise.batch_size = 8
+    rise = make_method("rise", quick=True, batch_size=8, n_masks=24)
     ref = rise.compute_all(lite0, cat, t)["rise"]
     with precision.active("bf16", lite0.device):
         low = rise.compute_all(lite0, cat, t)["rise"]
@@ -279,7 +281,7 @@ def test_rise_runs_under_bf16_with_float32_masks(lite0, cat):
 
 
 def test_set_overrides_parse_json_values_and_reject_bad_syntax():
-    from benchmark.perf import parse_overrides
+    from runners.overrides import parse_overrides
 
     assert parse_overrides(["rise.n_masks=1000", 'pcampm.layers=["a","b"]', "gradcampp.alpha=eq19"]) == {
         "rise": {"n_masks": 1000}, "pcampm": {"layers": ["a", "b"]}, "gradcampp": {"alpha": "eq19"}}

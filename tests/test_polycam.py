@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.models import (PRESETS, RESNET50_LAYERS, VGG16_LAYERS, ModelBundle, discover_layers,
-                              layer_resolutions)
+from benchmark.models import ModelBundle
+from benchmark.models.layers import PRESETS, RESNET50_LAYERS, VGG16_LAYERS, discover_layers, layer_resolutions
 from methods import METHODS, make_method
 from methods.base import MethodError
 from methods.polycam import lnorm, percentile_normalize, percentiles
@@ -23,8 +23,7 @@ def bundle(net, layers, name="toy"):
 
 
 def run(method_id, model, x, targets, batch_size=32, **params):
-    m = make_method(method_id, **params)
-    m.batch_size = batch_size
+    m = make_method(method_id, batch_size=batch_size, **params)
     return m.compute_all(model, x, targets, size=x.shape[-1])
 
 
@@ -384,7 +383,7 @@ def test_constant_channels_skip_passes_but_keep_their_contribution():
 # --------------------------------------------------------------------------------------------- layer discovery
 
 def test_layer_discovery_vgg16_and_resnet50_presets():
-    from benchmark.tv_compat import import_torchvision
+    from benchmark.models.tv_compat import import_torchvision
 
     tv = import_torchvision()
     with torch.device("meta"):  # shapes only: no weights, no arithmetic

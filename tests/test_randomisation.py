@@ -109,9 +109,9 @@ EDGE_ID = "test_sobel_edges"
 @pytest.fixture(scope="module")
 def sanity_run(tmp_path_factory):
     """One sanity run on the cat photo with EfficientNet-Lite0 (pretrained), Grad-CAM and an edge detector."""
-    from benchmark.pipeline import Benchmark, RunConfig
-    from benchmark.sanity import sanity_stage
     from methods.base import METHODS, Cost, Method, register_method
+    from runners.context import RunConfig, RunContext
+    from runners.sanity import run_sanity
 
     @register_method
     class SobelEdges(Method):
@@ -131,16 +131,16 @@ def sanity_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("sanity")
     try:
-        bench = Benchmark(RunConfig(model="efficientnet_lite0", data="demo", limit=1, out=str(out),
-                                    profile="quick", progress=False))
-        report = sanity_stage(bench, methods=["gradcam", EDGE_ID])
-        yield bench, report, pd.read_csv(report.csv)
+        ctx = RunContext(RunConfig(model="efficientnet_lite0", data="demo", limit=1, out=str(out),
+                                   profile="quick", progress=False))
+        report = run_sanity(ctx, methods=["gradcam", EDGE_ID])
+        yield ctx, report, pd.read_csv(report.csv)
     finally:
         METHODS.pop(EDGE_ID, None)
 
 
 def test_edge_detector_passes_through_and_gradcam_drops(sanity_run):
-    bench, report, df = sanity_run
+    ctx, report, df = sanity_run
     assert report.ok
     n_layers = len(report.layers)
     assert n_layers == 50 and report.layers[0] == "fc" and report.layers[-1] == "stem.0"
@@ -159,40 +159,44 @@ def test_edge_detector_passes_through_and_gradcam_drops(sanity_run):
 
 
 def test_csv_columns_conventions_targets_and_outputs(sanity_run):
-    bench, report, df = sanity_run
-    from benchmark.sanity import COLUMNS
+    ctx, report, df = sanity_run
+    from benchmark.outputs.randomisation_grid import sanity_grids
+    from runners.sanity import COLUMNS
 
     assert tuple(df.columns) == COLUMNS
     assert set(df["convention"]) == {"original_top1", "randomised_top1"}
     assert set(df["image"]) == {"chelsea.png"} and sorted(df["step"].unique()) == list(range(1, 51))
     assert list(df[(df["method"] == "gradcam") & (df["convention"] == "original_top1")]["layer"]) == report.layers
     targets = pd.read_csv(report.targets_csv)
-    clean = int(bench.model.net(bench.load_images([0])).argmax(1))
+    clean = int(ctx.model.net(ctx.load_images([0])).argmax(1))
     g = targets[targets["method"] == "gradcam"].set_index(["convention", "step"])["target"]
     assert (g.loc["original_top1"] == clean).all()
     assert g.loc[("randomised_top1", 0)] == clean
     assert (g.loc["randomised_top1"] != clean).any()  # the randomised model's top-1 moves: the conventions differ
     # The class recorded at step 1 is the top-1 of the network with its fc re-initialised with seed 0 + 1.
-    net = rnd.randomised_model(bench.model.net, report.layers, 1, seed=0)
-    assert g.loc[("randomised_top1", 1)] == int(net(bench.load_images([0])).argmax(1))
-    assert report.figures and all(p.stat().st_size > 10_000 for p in report.figures)
-    assert report.figures[0].name == "randomisation_efficientnet_lite0_chelsea.png"
+    net = rnd.randomised_model(ctx.model.net, report.layers, 1, seed=0)
+    assert g.loc[("randomised_top1", 1)] == int(net(ctx.load_images([0])).argmax(1))
+    assert report.images == report.touched == ["chelsea.png"]
+    figures = sanity_grids(ctx.run_dir, ctx.tag, ctx.source, 224, False, report.images, set(report.touched))
+    assert [p.name for p in figures] == ["randomisation_efficientnet_lite0_chelsea.png"]
+    assert figures[0].stat().st_size > 10_000
     params = report.params_json.read_text()
     assert '"seed": 0' in params and "manual_seed(seed + s)" in params
 
 
 def test_resume_computes_nothing_new(sanity_run):
-    from benchmark.sanity import sanity_stage
+    from runners.sanity import run_sanity
 
-    bench, report, df = sanity_run
-    again = sanity_stage(bench, methods=["gradcam", EDGE_ID])
+    ctx, report, df = sanity_run
+    again = run_sanity(ctx, methods=["gradcam", EDGE_ID])
+    assert again.touched == []
     assert again.computed == {"gradcam": 0, EDGE_ID: 0}
     assert again.already == {"gradcam": 2, EDGE_ID: 2}
     pd.testing.assert_frame_equal(pd.read_csv(again.csv), df)
 
 
 def test_unknown_convention_is_refused(sanity_run):
-    from benchmark.sanity import SanityCheck
+    from runners.sanity import SanityCheck
 
     with pytest.raises(ValueError, match="convention"):
         SanityCheck(sanity_run[0], ["gradcam"], 1, ["top5"])

@@ -7,11 +7,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
-
-from benchmark.figures import ablation_figure, curves_figure, maps_figure, randomisation_figure
-from benchmark.tables import load_run
-from conftest import random_map
 from test_tables import write_curves, write_faith, write_provenance
+
+from benchmark.outputs.figures import ablation_figure, curves_figure, maps_figure, randomisation_figure
+from benchmark.outputs.tables import load_run
+from conftest import random_map
 
 IMAGES = ["chelsea.png", "coffee.png", "astronaut.png"]
 METHODS = ["gradcam", "pcampm", "rise", "integratedgradient"]

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.profiles import get_profile
 from methods import make_method
 from metrics import get_metric_class
 from metrics.base import MetricError
 from metrics.sensitivity import SeededPerturbation, captum_explanation_func, max_sensitivity
+from runners.maps import run_maps
+from runners.scoring import run_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,11 +39,11 @@ def two_photos(lite0):
 def test_metric_registered_with_reference_file_names():
     cls = get_metric_class("sensitivity")
     assert (cls.csv_prefix, cls.has_curve, cls.higher_is_better, cls.needs_method) == ("sens", False, False, True)
-    metric = cls(get_profile("paper"))
-    assert metric.params["n_perturb_samples"] == 10 and metric.params["perturb_radius"] == 0.02
-    assert metric.params["norm_ord"] == "fro"
-    assert get_profile("quick").sens_perturbations == 3
-    from methods.base import Cost
+    metric = cls()
+    assert metric.params == {"n_perturb_samples": 10, "perturb_radius": 0.02}  # paper Appendix F: captum's defaults
+    assert metric.protocol["norm_ord"] == "fro" and metric.category == "robustness"
+    assert cls(quick=True).params["n_perturb_samples"] == 3
+    from benchmark.core.cost import Cost
 
     assert metric.cost(None, Cost(forward=2.0, backward=1.0)) == Cost(forward=22.0, backward=11.0)
 
@@ -52,7 +53,7 @@ def test_equals_direct_captum_call(lite0, two_photos):
 
     x, t = two_photos
     explainer = gradcam_explainer(lite0)
-    metric = get_metric_class("sensitivity")(get_profile("quick"), batch_size=32, seed=5)
+    metric = get_metric_class("sensitivity")(quick=True, batch_size=32, seed=5)
     ours = metric.compute(lite0, x, None, t, explainer=explainer)["value"]
     direct = sensitivity_max(captum_explanation_func(explainer), x, perturb_func=SeededPerturbation(x, 5),
                              perturb_radius=0.02, n_perturb_samples=3, norm_ord="fro", target=t)
@@ -111,22 +112,22 @@ def test_target_stays_the_clean_top1():
 
 
 def test_needs_an_explainer():
-    metric = get_metric_class("sensitivity")(get_profile("quick"))
+    metric = get_metric_class("sensitivity")(quick=True)
     with pytest.raises(MetricError, match="explainer"):
         metric.compute(None, torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4), torch.tensor([0]))
 
 
 def test_pipeline_writes_sens_csv_for_builtin_and_plugin(tmp_path, lite0):
-    from benchmark.pipeline import Benchmark, RunConfig
+    from runners.context import RunConfig, RunContext
 
     cfg = RunConfig(model="efficientnet_lite0", data="demo", limit=1, out=str(tmp_path), profile="quick",
                     methods=["gradcam", "vanilla_gradient"], metrics=["sensitivity"], progress=False,
                     plugins=[str(REPO / "examples" / "vanilla_gradient.py")])
-    bench = Benchmark(cfg)
-    bench.maps_stage()
-    report = bench.metrics_stage()
+    ctx = RunContext(cfg)
+    run_maps(ctx)
+    report = run_metrics(ctx)
     assert report.ok and report.computed == {"sensitivity/gradcam": 1, "sensitivity/vanilla_gradient": 1}
-    x = bench.load_images([0])
+    x = ctx.load_images([0])
     t = torch.as_tensor([lite0.net(x).argmax(1).item()])
     values = {}
     for mid in ("gradcam", "vanilla_gradient"):
@@ -134,9 +135,9 @@ def test_pipeline_writes_sens_csv_for_builtin_and_plugin(tmp_path, lite0):
         assert path.read_text().splitlines()[0] == ",0"
         values[mid] = pd.read_csv(path, index_col=0).loc["chelsea.png"].iloc[0]
     method = make_method("vanilla_gradient", quick=True)  # the plugin, recomputed here with the same seed
-    direct = max_sensitivity(lambda a, b: method(bench.model, a, b), x, t, seed=0, n_perturb=3)
+    direct = max_sensitivity(lambda a, b: method(ctx.model, a, b), x, t, seed=0, n_perturb=3)
     assert values["vanilla_gradient"] == pytest.approx(direct.item(), rel=1e-4)
     assert values["vanilla_gradient"] > values["gradcam"] > 0  # gradients are far less stable (paper Table 5)
     # Resumed: nothing left to compute.
-    again = Benchmark(cfg).metrics_stage()
+    again = run_metrics(RunContext(cfg))
     assert again.computed == {"sensitivity/gradcam": 0, "sensitivity/vanilla_gradient": 0}

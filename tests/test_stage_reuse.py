@@ -5,37 +5,39 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.imagecache import ImageCache
-from benchmark.pipeline import Benchmark, RunConfig
-from benchmark.store import StoreError
+from benchmark.data.imagecache import ImageCache
+from runners.context import RunConfig, RunContext
+from runners.maps import run_maps
+from runners.scoring import run_metrics
+from runners.store import StoreError
 
 METHODS = ["gradcam", "inputxgrad"]
 
 
-def _bench(out, **kw):
+def _ctx(out, **kw):
     cfg = dict(model="efficientnet_lite0", data="demo", limit=2, methods=METHODS, metrics=["insertion", "deletion"],
                out=str(out), profile="quick", progress=False, device="cpu")
     cfg.update(kw)
-    return Benchmark(RunConfig(**cfg))
+    return RunContext(RunConfig(**cfg))
 
 
-def _aucs(bench):
-    with bench.open_metrics() as st:
+def _aucs(ctx):
+    with ctx.open_metrics() as st:
         return {f"{m}/{mid}": st.read(f"{m}/{mid}", "value")[:2] for m in ("insertion", "deletion") for mid in METHODS}
 
 
 @pytest.fixture(scope="module")
 def cached_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cached")
-    bench = _bench(out)
-    bench.maps_stage()
-    maps_counters = bench.image_counters
-    bench.metrics_stage()
-    return bench, maps_counters, bench.image_counters
+    ctx = _ctx(out)
+    run_maps(ctx)
+    maps_counters = ctx.image_counters
+    run_metrics(ctx)
+    return ctx, maps_counters, ctx.image_counters
 
 
 def test_each_image_is_decoded_and_blurred_once_per_stage(cached_run):
-    _bench_, maps_counters, metric_counters = cached_run
+    _ctx_, maps_counters, metric_counters = cached_run
     # maps stage: the clean forward and both methods read 2 images: decoded twice in all
     assert maps_counters["decoded"] == 2
     # metrics stage: 2 metrics x 2 methods read the 2 images; one decode and one blur per image
@@ -44,11 +46,11 @@ def test_each_image_is_decoded_and_blurred_once_per_stage(cached_run):
 
 
 def test_cache_off_gives_the_same_aucs_whatever_the_batch_size(cached_run, tmp_path):
-    bench, _, _ = cached_run
-    ref = _aucs(bench)
-    other = _bench(tmp_path, cache_gb=0.0, batch_size=5)  # nothing admitted: every read decodes and blurs again
-    other.maps_stage()
-    other.metrics_stage()
+    ctx, _, _ = cached_run
+    ref = _aucs(ctx)
+    other = _ctx(tmp_path, cache_gb=0.0, batch_size=5)  # nothing admitted: every read decodes and blurs again
+    run_maps(other)
+    run_metrics(other)
     assert other.image_counters["decoded"] == 2 * 2 * 2  # (metric, method) pairs x images
     assert other.image_counters["derived:gaussian_blur(11,5.0)"] == 2 * 2 * 2
     got = _aucs(other)
@@ -57,13 +59,13 @@ def test_cache_off_gives_the_same_aucs_whatever_the_batch_size(cached_run, tmp_p
 
 
 def test_precision_is_part_of_the_protocol(cached_run):
-    bench, _, _ = cached_run
-    assert bench.protocol()["precision"] == "fp32"
-    bf16 = _bench(bench.run_dir.parent, precision="bf16")
+    ctx, _, _ = cached_run
+    assert ctx.protocol()["precision"] == "fp32"
+    bf16 = _ctx(ctx.run_dir.parent, precision="bf16")
     with pytest.raises(StoreError):
-        bf16.maps_stage()  # maps made in fp32 are never mixed with bf16 ones
+        run_maps(bf16)  # maps made in fp32 are never mixed with bf16 ones
     with pytest.raises(ValueError, match="precision"):
-        _bench(bench.run_dir.parent, precision="fp8")
+        _ctx(ctx.run_dir.parent, precision="fp8")
 
 
 def test_image_cache_is_scan_resistant_and_bounded():
@@ -90,8 +92,8 @@ def test_image_cache_is_scan_resistant_and_bounded():
 
 def test_a_constant_variant_fails_alone(tmp_path):
     """A method deriving several maps: a constant (or NaN) variant is recorded failed for that id only."""
-    from benchmark.store import DONE, FAILED
     from methods.base import Method, register_method
+    from runners.store import DONE, FAILED
 
     @register_method
     class TwoMaps(Method):
@@ -103,11 +105,11 @@ def test_a_constant_variant_fails_alone(tmp_path):
             return {"test_two_maps": x.mean(1), "test_two_maps_flat": torch.zeros(b, 7, 7),
                     "test_two_maps_nan": torch.full((b, 7, 7), float("nan"))}
 
-    bench = _bench(tmp_path, methods=["test_two_maps"])
-    report = bench.maps_stage()
+    ctx = _ctx(tmp_path, methods=["test_two_maps"])
+    report = run_maps(ctx)
     assert report.computed["test_two_maps"] == 2 and "test_two_maps" not in {k for k, v in report.failed.items() if v}
     assert set(report.failed["test_two_maps_flat"].values()) == {"constant map (no ranking)"}
     assert set(report.failed["test_two_maps_nan"].values()) == {"map contains NaN or infinite values"}
-    with bench.open_maps("r") as st:
+    with ctx.open_maps("r") as st:
         assert list(st.status("maps/test_two_maps")[:2]) == [DONE, DONE]
         assert list(st.status("maps/test_two_maps_flat")[:2]) == [FAILED, FAILED]

@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-from benchmark.npz import import_npz, export_npz, to_map
-from benchmark.store import DONE, FAILED, TODO, H5Store, RunLock, StoreError
 from conftest import REPO, run_cli
+from runners.npz import export_npz, import_npz, to_map
+from runners.store import DONE, FAILED, TODO, H5Store, RunLock, StoreError
 
 NAMES = ["a.JPEG", "b.JPEG", "c.JPEG"]
 
@@ -49,7 +49,7 @@ def test_refuses_other_list_other_protocol_and_other_params(tmp_path):
 
 
 def test_second_writer_is_refused_with_a_clear_message(tmp_path):
-    code = ("import sys, time; sys.path.insert(0, %r); from benchmark.store import RunLock\n"
+    code = ("import sys, time; sys.path.insert(0, %r); from runners.store import RunLock\n"
             "with RunLock(%r): print('locked', flush=True); time.sleep(30)" % (str(REPO), str(tmp_path)))
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import published as pub
 from benchmark.cli import main
-from benchmark.tables import build_results_tables, build_tables, mean_se, read_randomisation
+from benchmark.outputs import published as pub
+from benchmark.outputs.tables import build_results_tables, build_tables, mean_se, read_randomisation
 
 SQRT3 = np.sqrt(3.0)
 
@@ -30,9 +30,9 @@ def write_curves(path, curves: dict) -> None:
 
 def write_provenance(run_dir, tag, profile="quick", steps=16, layers=None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    prov = {"protocol": {"profile": {"name": profile, "image_size": 224, "antialias": False, "insdel_steps": steps,
-                                     "blur_kernel": 11, "blur_sigma": 5.0}, "model": tag, "weights": "imagenet",
-                         "seed": 0},
+    prov = {"protocol": {"profile": {"name": profile, "quick": profile == "quick", "image_size": 224,
+                                     "antialias": False}, "model": tag, "weights": "imagenet", "seed": 0},
+            "metrics": {m: {"steps": steps, "blur_kernel": 11, "blur_sigma": 5.0} for m in ("insertion", "deletion")},
             "model": {"layer_sets": {"paper": layers or ["a1", "a2", "a3", "a4", "a5"]}, "polycam_preset": "paper"},
             "data": "demo", "config": {"data": "demo", "image_list": None}}
     (run_dir / "provenance.json").write_text(json.dumps(prov))

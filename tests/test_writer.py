@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from benchmark.writer import BackgroundWriter
+from benchmark.core.writer import BackgroundWriter
 
 
 def test_jobs_run_in_order_on_another_thread():

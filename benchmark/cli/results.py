@@ -1,0 +1,96 @@
+"""The commands that read results: ``tables``, ``report``, ``status``, ``export-npz`` and ``import-npz``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .options import csv_list, run_config
+
+
+def _results_folder(args) -> Path:
+    from runners.context import model_tag
+
+    out = Path(args.out or Path("results") / args.profile)
+    return out / model_tag(args.model, args.weights) if args.model else out
+
+
+def cmd_tables(args) -> int:
+    from benchmark.outputs.tables import build_results_tables, build_tables
+    from runners.context import model_tag
+
+    folder = _results_folder(args)
+    if args.model:
+        built = build_tables(folder, model_tag(args.model, args.weights))
+    else:
+        built = build_results_tables(folder)
+        print("models: " + ", ".join(r.tag for r in built["runs"]))
+    print(built["markdown"].read_text())
+    print(f"tables (CSV, Markdown, LaTeX) written to {built['markdown'].parent}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from benchmark.outputs.report import build_report
+
+    path = build_report(_results_folder(args), n_map_images=args.images)
+    print(f"report: {path} (and {path.with_suffix('.html').name}; figures in {path.parent / 'figures'})")
+    return 0
+
+
+def report_arguments(p) -> None:
+    p.add_argument("--images", type=int, default=4, help="images in the side-by-side map figure")
+
+
+def cmd_status(args) -> int:
+    from runners.status import status_text
+
+    print(status_text(args.folder, verify=not args.no_verify))
+    return 0
+
+
+def status_arguments(p) -> None:
+    p.add_argument("folder", nargs="?", default="results", help="a run folder or a folder of them (default: "
+                   "results)")
+    p.add_argument("--no-verify", action="store_true", help="do not re-hash the shard files (faster)")
+
+
+def cmd_export(args) -> int:
+    from runners.context import RunContext
+    from runners.npz import export_npz
+
+    ctx = RunContext(run_config(args))
+    out = Path(args.to) if args.to else ctx.run_dir / "npz"
+    with ctx.lock(), ctx.open_maps(mode="r") as store:
+        paths = export_npz(store, ctx.tag, out, csv_list(args.methods))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def export_arguments(p) -> None:
+    p.add_argument("--to", default=None, help="folder for the npz files (default: <run folder>/npz)")
+
+
+def cmd_import(args) -> int:
+    from runners.context import RunContext
+    from runners.npz import import_npz, method_from_filename
+
+    ctx = RunContext(run_config(args))
+    files = [Path(f) for f in args.files]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such npz file(s): {missing}")
+    if args.method and len(files) > 1:
+        raise ValueError("--method names one method: give one file with it")
+    with ctx.lock(), ctx.open_maps() as store:
+        for f in files:
+            method = args.method or method_from_filename(f, ctx.tag)
+            counts = import_npz(store, f, method, ctx.profile.image_size)
+            print(f"{f.name} -> maps/{method}: {counts['imported']} imported, {counts['not_in_list']} not in the "
+                  f"image list, {counts['bad']} unusable")
+    return 0
+
+
+def import_arguments(p) -> None:
+    p.add_argument("files", nargs="+", help="npz files")
+    p.add_argument("--method", default=None, help="method id for the maps (default: from the file name)")

@@ -1,0 +1,44 @@
+"""CSV files in the Poly-CAM reference format: the names and the layout, written atomically, read back.
+
+``<prefix>_auc_<model>_<method>.csv``: header ``,0`` then one row ``name,value`` per image (a metric with a
+curve, e.g. ``ins_auc_vgg16_gradcam.csv``); ``<prefix>_details_<model>_<method>.csv``: header ``,0,1,...,S-1``
+then one row of S scores per image; ``<prefix>_<model>_<method>.csv`` for a metric without a curve
+(``sens_vgg16_gradcam.csv``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import write_text
+
+
+def metric_csv_paths(csv_dir: Path, tag: str, prefix: str, method: str, has_curve: bool) -> tuple[Path, Path | None]:
+    """(values file, curves file or None) of one metric and method."""
+    csv_dir = Path(csv_dir)
+    if has_curve:
+        return csv_dir / f"{prefix}_auc_{tag}_{method}.csv", csv_dir / f"{prefix}_details_{tag}_{method}.csv"
+    return csv_dir / f"{prefix}_{tag}_{method}.csv", None
+
+
+def write_frame(df: pd.DataFrame, path: Path, index: bool = True) -> Path:
+    """A data frame as CSV, written atomically."""
+    return write_text(path, df.to_csv(index=index))
+
+
+def write_values(path: Path, names: list[str], values: np.ndarray) -> Path:
+    """Header ``,0`` and one ``name,value`` row per image."""
+    return write_frame(pd.DataFrame({0: np.asarray(values)}, index=names), path)
+
+
+def write_curves(path: Path, names: list[str], curves: np.ndarray) -> Path:
+    """Header ``,0,1,...,S-1`` and one row of S scores per image."""
+    return write_frame(pd.DataFrame(np.asarray(curves).astype(np.float64), index=names), path)
+
+
+def read_values_csv(path: Path) -> pd.Series:
+    """Read a ``,0`` CSV (ours or the reference code's) as a Series indexed by image name."""
+    return pd.read_csv(path, index_col=0).iloc[:, 0]

@@ -1,0 +1,121 @@
+"""Where images come from: the demo photos shipped with scikit-image, or a folder (ILSVRC2012 val, flat or in class
+sub-folders); decoding and checking every listed file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import DataError
+from .lists import DEFAULT_LIST, read_image_list
+from .preprocess import to_rgb
+
+DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
+DATA_ENV = "BENCHMARK_DATA"  # default for --data
+
+
+class ImageSource:
+    """Where images come from. ``names`` in list order; ``open(name)`` returns a decoded RGB PIL image."""
+
+    description: str = ""
+    names: list[str]
+
+    def open(self, name: str) -> Image.Image:
+        raise NotImplementedError
+
+
+class DemoSource(ImageSource):
+    """The real photos that ship inside scikit-image (no download): cat, coffee, astronaut, rocket, motorcycle."""
+
+    description = "demo: 5 real photos shipped with scikit-image (chelsea, coffee, astronaut, rocket, motorcycle)"
+
+    def __init__(self, names: Sequence[str] | None = None):
+        self.names = list(names) if names is not None else [f"{n}.png" for n in DEMO_IMAGES]
+        unknown = [n for n in self.names if Path(n).stem not in DEMO_IMAGES]
+        if unknown:
+            raise DataError(f"not demo images: {unknown}; the demo set is {[n + '.png' for n in DEMO_IMAGES]}")
+
+    def open(self, name: str) -> Image.Image:
+        import skimage.data
+
+        arr = getattr(skimage.data, Path(name).stem)()
+        if isinstance(arr, tuple):  # stereo_motorcycle -> (left, right, disparity)
+            arr = arr[0]
+        return to_rgb(Image.fromarray(arr))
+
+
+class FolderSource(ImageSource):
+    """A folder of images, e.g. the ILSVRC2012 val folder. Files are found at ``root/name`` or, for a val set
+    sorted into class sub-folders, at ``root/<any sub-folder>/name``."""
+
+    def __init__(self, root: str | os.PathLike, names: Sequence[str]):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"data folder {self.root} does not exist (set --data DIR or ${DATA_ENV})")
+        self.names = list(names)
+        self.description = f"folder {self.root} ({len(self.names)} listed images)"
+        self._index: dict[str, Path] | None = None
+
+    def path(self, name: str) -> Path | None:
+        direct = self.root / name
+        if direct.is_file():
+            return direct
+        if self._index is None:
+            self._index = {}
+            for sub in self.root.iterdir():
+                if sub.is_dir():
+                    for f in sub.iterdir():
+                        self._index.setdefault(f.name, f)
+        return self._index.get(name)
+
+    def open(self, name: str) -> Image.Image:
+        path = self.path(name)
+        if path is None:
+            raise FileNotFoundError(f"{name}: no such file in {self.root}")
+        with Image.open(path) as img:
+            img.load()  # full decode: truncated or corrupt data raises here
+            return to_rgb(img)
+
+
+@dataclass
+class BadImage:
+    name: str
+    reason: str
+
+
+def check_images(source: ImageSource, names: Sequence[str] | None = None, progress: bool = True) -> list[BadImage]:
+    """Fully decode every listed image; return the missing, unreadable or corrupt ones with the reason."""
+    from tqdm.auto import tqdm
+
+    bad = []
+    names = source.names if names is None else names
+    for name in tqdm(names, desc="checking images", unit="img", disable=not progress, leave=False):
+        try:
+            img = source.open(name)
+            if img.width < 1 or img.height < 1:
+                raise ValueError("empty image")
+        except FileNotFoundError:
+            bad.append(BadImage(name, "missing file"))
+        except Exception as err:  # PIL raises many types for corrupt data
+            bad.append(BadImage(name, f"unreadable: {type(err).__name__}: {err}"))
+    return bad
+
+
+def format_bad_images(bad: Sequence[BadImage]) -> str:
+    lines = [f"{len(bad)} image(s) cannot be used:"] + [f"  {b.name}: {b.reason}" for b in bad]
+    lines.append("Fix or remove them, or pass --skip-bad-images to run on the rest (the skipped ones are recorded).")
+    return "\n".join(lines)
+
+
+def make_source(data: str | None, image_list: str | None) -> ImageSource:
+    """``--data demo`` (or nothing) gives the scikit-image photos; otherwise a folder with a list file."""
+    data = data or os.environ.get(DATA_ENV) or "demo"
+    if data == "demo":
+        return DemoSource(read_image_list(image_list) if image_list else None)
+    if image_list is None:
+        image_list = str(DEFAULT_LIST)
+    return FolderSource(data, read_image_list(image_list))

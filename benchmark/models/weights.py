@@ -1,0 +1,34 @@
+"""Weights files: loaded as plain tensor state dicts (no pickled code runs), and identified by their content."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from benchmark.core.atomic import sha256_file
+
+from .bundle import ModelError
+
+
+def load_state_dict(path: str) -> dict:
+    """Tensors only (``weights_only=True``): a file with pickled code is refused, never executed."""
+    if not Path(path).is_file():
+        raise ModelError(f"weights file {path} does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelError(f"cannot load weights from {path} as a plain state dict ({type(err).__name__}: {err}). "
+                         "Only tensor state dicts are accepted: no pickled code is executed.") from err
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path} does not hold a state dict")
+    return OrderedDict((k.removeprefix("module."), v) for k, v in sd.items())
+
+
+
+def weights_file_sha256(path: str) -> str:
+    """sha256 of a weights file's bytes."""
+    return sha256_file(path)

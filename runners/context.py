@@ -1,0 +1,282 @@
+"""The run context: one model run's configuration, model, images, stores and batch sizes, shared by every stage.
+
+``RunContext(RunConfig(...))`` resolves the profile, device, precision and image source at once; the model is
+loaded, and the inputs per pass tuned, on first use. Stores live in ``<out>/<model tag>/`` (``maps.h5``,
+``metrics.h5``, ``csv/``, ``provenance.json``). :meth:`RunContext.view` gives the same run restricted to a shard
+of the image list (the executors' tasks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.core import precision as precision_mod
+from benchmark.core.atomic import sha256_file, write_text
+from benchmark.core.memory import bounded_batch_size
+from benchmark.core.profiles import Profile, get_profile
+from benchmark.data.imagecache import ImageCache
+from benchmark.data.preprocess import preprocess
+from benchmark.data.sources import ImageSource, make_source
+from benchmark.models import ModelBundle, load_model
+from methods.base import load_builtin_methods
+
+from .overrides import check_overrides
+from .plugins import load_plugin
+from .provenance import environment
+from .store import H5Store, RunLock
+from .tuning import tune_pass_batch_size
+
+DEFAULT_METRICS = ("insertion", "deletion")
+
+
+@dataclass
+class RunConfig:
+    model: str = "vgg16"
+    weights: str = "imagenet"
+    data: str | None = None
+    image_list: str | None = None
+    limit: int | None = None
+    methods: list[str] | None = None
+    metrics: list[str] | None = None
+    out: str | None = None
+    device: str = "auto"
+    profile: str = "paper"
+    seed: int = 0
+    batch_size: int | None = None
+    skip_bad_images: bool = False
+    plugins: list[str] = field(default_factory=list)
+    progress: bool = True
+    # scale-out (runners/executors.py): executor local|ray, shards per method, or one shard "i/n" of a split
+    executor: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
+    shards: int | None = None
+    shard: str | None = None
+    threads: int | None = None  # torch threads per task (Ray default 1)
+    precision: str = "fp32"  # fp32 (paper) | tf32 | bf16: benchmark/core/precision.py
+    cache_gb: float | None = None  # device memory for decoded images and blurred baselines (default: 4 GB)
+    memory_gb: float | None = None  # bound on the memory of the passes (default: from free GPU memory; none on CPU)
+    # inputs per pass of deterministic work, fixed by a driver for its tasks (None: --batch-size, else tuned)
+    pass_batch_size: int | None = None
+    overrides: dict = field(default_factory=dict)  # --set: {method or metric id: {parameter: value}}
+
+    @property
+    def sharded(self) -> bool:
+        """Work goes through shard stores and a merge (Ray, several shards, or one shard of a split)."""
+        return self.executor != "local" or bool(self.shard) or (self.shards or 1) > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], not {name!r}")
+    return torch.device(name)
+
+
+def model_tag(model: str, weights: str) -> str:
+    """The model's folder and file name: ``<model>``, ``<model>-random`` for random weights."""
+    name = "efficientnet_lite0" if model == "efficientnet-lite0" else model
+    return f"{name}-random" if weights == "random" else name
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    out = Path(cfg.out) if cfg.out else Path("results") / get_profile(cfg.profile).name
+    return out / model_tag(cfg.model, cfg.weights)
+
+
+class SubSource(ImageSource):
+    """The images of one shard, in list order (an image source over a subset of another)."""
+
+    def __init__(self, parent: ImageSource, names: list[str]):
+        self.parent, self.names = parent, names
+        self.description = f"{parent.description} [shard of {len(names)}]"
+
+    def open(self, name: str):
+        return self.parent.open(name)
+
+
+class RunContext:
+    """One model run: its configuration, profile, device, image source, stores and (lazily) model."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.profile: Profile = get_profile(cfg.profile)
+        for plugin in cfg.plugins:
+            load_plugin(plugin)
+        load_builtin_methods()
+        check_overrides(cfg.overrides)
+        self.device = resolve_device(cfg.device)
+        self.batch_size = cfg.batch_size or (128 if self.device.type == "cuda" else 32)
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be >= 1")
+        if cfg.limit is not None and cfg.limit < 1:
+            raise ValueError("--limit must be >= 1")
+        if cfg.memory_gb is not None and cfg.memory_gb <= 0:
+            raise ValueError("--memory-gb must be > 0")
+        if cfg.cache_gb is not None and cfg.cache_gb < 0:
+            raise ValueError("--cache-gb must be >= 0")
+        if cfg.pass_batch_size is not None and cfg.pass_batch_size < 1:
+            raise ValueError(f"pass_batch_size must be >= 1, not {cfg.pass_batch_size}")
+        self.source: ImageSource = make_source(cfg.data, cfg.image_list)
+        self.tag = model_tag(cfg.model, cfg.weights)
+        self.run_dir = run_dir_of(cfg)
+        n = len(self.source.names)
+        self.indices = list(range(min(n, cfg.limit) if cfg.limit else n))
+        self.precision = precision_mod.check_precision(cfg.precision)
+        precision_mod.configure(self.precision, self.device)
+        self._model: ModelBundle | None = None
+        self.memory: dict | None = None  # the memory bound applied to the batch size (benchmark/core/memory.py)
+        self._pass_bs = cfg.pass_batch_size or cfg.batch_size  # None: tuned on first use
+        self.pass_tuning: dict | None = None
+        self._cache: ImageCache | None = None
+        self.image_counters: dict = {}
+
+    # ----------------------------------------------------------------------------------------- the model
+    @property
+    def model(self) -> ModelBundle:
+        if self._model is None:
+            self._model = load_model(self.cfg.model, self.cfg.weights, self.device, seed=self.cfg.seed)
+            self._bound_batch_size()
+        return self._model
+
+    def _bound_batch_size(self) -> None:
+        """Cap the batch size by the memory bound (``--memory-gb``, or the free GPU memory), once the model is
+        loaded; a run plans its shards and batches after this."""
+        if self.memory is not None or (self.cfg.memory_gb is None and self.device.type != "cuda"):
+            return
+        bs, self.memory = bounded_batch_size(self.batch_size, self._model.net, self.profile.image_size,
+                                             self.device, self.cfg.memory_gb, self.cfg.cache_gb)
+        if bs < self.batch_size:
+            tqdm.write(f"batch size {self.batch_size} -> {bs}: {self.memory['bytes_per_input'] / 2**20:.0f} MiB "
+                       f"per model input (estimate) within a budget of {self.memory['budget_bytes'] / 2**30:.1f} GiB "
+                       "(--memory-gb / free GPU memory)")
+            self.batch_size = bs
+
+    def resolve_batch_size(self) -> int:
+        """The batch size after the memory bound (loads the model when a bound applies)."""
+        if self.cfg.memory_gb is not None or self.device.type == "cuda":
+            _ = self.model
+        return self.batch_size
+
+    def resolve_pass_batch_size(self) -> int:
+        """Model inputs per forward pass for the deterministic methods and every metric: ``--batch-size`` when
+        given, else the model's fastest size on this device (:func:`runners.tuning.tune_pass_batch_size`), at most
+        the memory-bounded batch size. Their results do not depend on it (tested); stochastic methods, whose noise
+        draws follow the batch, always use ``--batch-size`` (default 32 CPU / 128 GPU) so they are the same on
+        every machine."""
+        if self._pass_bs is None:
+            bounded = self.resolve_batch_size()
+            cap = bounded if self.memory is not None and self.memory.get("cap") is not None else None
+            with self.autocast():
+                self._pass_bs, self.pass_tuning = tune_pass_batch_size(self.model.net, self.profile.image_size,
+                                                                       self.device, cap=cap)
+        return self._pass_bs
+
+    def autocast(self):
+        return precision_mod.autocast(self.precision, self.device)
+
+    # ----------------------------------------------------------------------------------------- identity
+    def protocol(self) -> dict:
+        """What must be equal for results to be mixed in one store."""
+        return {"profile": self.profile.as_dict(), "model": self.tag, "weights": self.cfg.weights,
+                "seed": self.cfg.seed, "precision": self.precision}
+
+    def provenance(self) -> dict:
+        lst = self.cfg.image_list
+        return {"protocol": self.protocol(), "model": self.model.describe(), "data": self.source.description,
+                "image_list": lst, "image_list_sha256": sha256_file(lst) if lst else None,
+                "limit": self.cfg.limit, "batch_size": self.batch_size,
+                "pass_batch_size": self.resolve_pass_batch_size(), "pass_batch_tuning": self.pass_tuning,
+                "memory_bound": self.memory, "environment": environment(self.device)}
+
+    def write_provenance(self, metric_params: dict[str, dict] | None = None) -> Path:
+        """``provenance.json``: the run's provenance, its configuration, and the parameters of every metric
+        scored in this folder so far (kept across commands: each command adds the metrics it ran)."""
+        path = self.run_dir / "provenance.json"
+        prov = self.provenance()
+        prov["config"] = asdict(self.cfg)
+        old = {}
+        if path.exists():
+            try:
+                old = json.loads(path.read_text()).get("metrics", {})
+            except (OSError, ValueError):
+                old = {}
+        prov["metrics"] = {**old, **(metric_params or {})}
+        return write_text(path, json.dumps(prov, indent=2, default=str))
+
+    # ----------------------------------------------------------------------------------------- stores
+    def open_maps(self, mode: str = "a") -> H5Store:
+        attrs = {"protocol": self.protocol()} if mode == "r" else {"protocol": self.protocol(),
+                                                                  "provenance": self.provenance()}
+        return H5Store(self.run_dir / "maps.h5", self.source.names, attrs, check_attrs=["protocol"], mode=mode)
+
+    def open_metrics(self, mode: str = "a") -> H5Store:
+        return H5Store(self.run_dir / "metrics.h5", self.source.names, {"protocol": self.protocol()},
+                       check_attrs=["protocol"], mode=mode)
+
+    def lock(self) -> RunLock:
+        return RunLock(self.run_dir)
+
+    def bar(self, total: int, desc: str, unit: str = "img"):
+        return tqdm(total=total, desc=desc, unit=unit, disable=not self.cfg.progress, dynamic_ncols=True)
+
+    # ----------------------------------------------------------------------------------------- images
+    def _decode(self, indices: list[int]) -> torch.Tensor:
+        """Normalised [B,3,224,224] images on the CPU (PIL decode, resize, the model's normalisation)."""
+        x = torch.stack([preprocess(self.source.open(self.source.names[i]), self.profile.image_size,
+                                    self.profile.antialias) for i in indices])
+        return self.model.normalize(x)
+
+    def load_images(self, indices: list[int]) -> torch.Tensor:
+        """Normalised [B,3,224,224] images on the device (from the stage's image cache when one is open)."""
+        if self._cache is not None:
+            return self._cache.images(indices)
+        return self._decode(indices).to(self.device)
+
+    def prefetch(self, indices: list[int]) -> None:
+        """Decode the next chunk in the background while the model works on this one."""
+        if self._cache is not None and indices:
+            self._cache.prefetch(indices)
+
+    def derived(self, key: str, indices: list[int], x: torch.Tensor, make) -> torch.Tensor:
+        """``make(x)`` per image, computed once per stage and image when a cache is open (e.g. the blur)."""
+        if self._cache is not None:
+            return self._cache.derived(key, indices, x, make)
+        return make(x)
+
+    @contextlib.contextmanager
+    def image_cache(self):
+        """For a stage: every image decoded once, derived inputs (the blur) computed once, next chunk prefetched."""
+        if self._cache is not None:
+            yield self._cache
+            return
+        gb = 4.0 if self.cfg.cache_gb is None else self.cfg.cache_gb
+        self._cache = ImageCache(self._decode, self.device, int(gb * 2**30))
+        try:
+            yield self._cache
+        finally:
+            self.image_counters = dict(self._cache.counters)
+            self._cache.close()
+            self._cache = None
+
+    # ----------------------------------------------------------------------------------------- shards
+    def view(self, rows: list[int]) -> "RunContext":
+        """This run restricted to the images ``rows`` of its list (a shard): the same model, configuration and
+        batch sizes; its image list, indices and stores' rows are the shard's (local row k = list row rows[k])."""
+        _ = self.model  # loaded once here, shared by every view
+        view = object.__new__(RunContext)
+        view.__dict__.update(self.__dict__)
+        view.source = SubSource(self.source, [self.source.names[i] for i in rows])
+        view.indices = list(range(len(rows)))
+        view._cache = None
+        view.image_counters = {}
+        return view

@@ -1,0 +1,160 @@
+"""The metrics stage: every asked metric on the stored maps of every asked map id, into ``metrics.h5``
+(``<metric>/<map id>/value`` and ``curve``) and the reference CSV files.
+
+:func:`score_chunk` is the one per-chunk call of a metric (the local loop and the executors' tasks use it through
+:class:`MetricsStage`); a chunk that raises is retried image by image, and a value that is not finite fails its
+image with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.core.csvfiles import metric_csv_paths, write_curves, write_values
+from methods.base import NotApplicable
+from metrics.base import Metric
+
+from .clean import prepare
+from .context import RunContext
+from .factory import build_metrics, explainer_for
+from .report import StageReport
+from .store import DONE, FAILED, H5Store, StoreError
+
+
+@dataclass
+class ChunkScores:
+    """The values of one chunk: ``rows`` scored (``values[name]`` one entry per row), and failed rows."""
+
+    rows: list
+    values: dict[str, np.ndarray] | None
+    errors: dict = field(default_factory=dict)
+
+
+def score_chunk(metric: Metric, model, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, rows: list,
+                autocast, explainer=None, prepared: torch.Tensor | None = None) -> Iterator[ChunkScores]:
+    """Yield the values of ``metric`` for images ``x``, their ``maps`` and classes ``targets`` (row labels
+    ``rows``); a chunk that raises is retried one image at a time; values that are not finite fail their image."""
+    kwargs = {"explainer": explainer}
+    if prepared is not None:
+        kwargs["prepared"] = prepared
+    try:
+        with autocast():
+            res = metric.compute(model, x, maps, targets, **kwargs)
+        res = {k: v.detach().cpu().numpy() for k, v in res.items()}
+    except Exception as err:  # noqa: BLE001 (a failure of a metric is recorded per image)
+        if len(rows) == 1:
+            yield ChunkScores([], None, {rows[0]: f"{type(err).__name__}: {err}"})
+            return
+        for k in range(len(rows)):
+            yield from score_chunk(metric, model, x[k:k + 1], maps[k:k + 1], targets[k:k + 1], [rows[k]], autocast,
+                                   explainer, None if prepared is None else prepared[k:k + 1])
+        return
+    value = res["value"]
+    finite = np.isfinite(value)
+    errors = {rows[k]: f"{metric.id} is not finite ({value[k]})" for k in range(len(rows)) if not finite[k]}
+    good = [k for k in range(len(rows)) if finite[k]]
+    yield ChunkScores([rows[k] for k in good], {k: v[good] for k, v in res.items()}, errors)
+
+
+def write_metric_csvs(csv_dir: Path, tag: str, metric: Metric, method: str, store: H5Store) -> Path:
+    """Export the done rows of ``<metric>/<method>`` from the metrics store (list order) to the reference CSVs."""
+    key = f"{metric.id}/{method}"
+    done = np.flatnonzero(store.status(key) == DONE)
+    names = [store.names[i] for i in done]
+    values_path, curve_path = metric_csv_paths(csv_dir, tag, metric.csv_prefix, method, metric.has_curve)
+    write_values(values_path, names, store.read(key, "value")[done])
+    if curve_path is not None:
+        write_curves(curve_path, names, store.read(key, "curve")[done])
+    return values_path
+
+
+class MetricsStage:
+    """The metrics of a run on its stored maps (``ctx`` may be a shard's view)."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    def run(self, metric_ids: list[str] | None = None, map_ids: list[str] | None = None) -> StageReport:
+        """The whole stage in this process: every metric on every asked map id (default: every stored one)."""
+        ctx = self.ctx
+        report = StageReport()
+        metrics = build_metrics(ctx, metric_ids)
+        map_ids = map_ids if map_ids is not None else ctx.cfg.methods
+        with ctx.lock(), ctx.open_maps() as maps, ctx.open_metrics() as store, ctx.image_cache():
+            usable = prepare(ctx, maps)
+            stored = maps.groups("maps")
+            method_ids = map_ids if map_ids is not None else stored
+            missing = [m for m in method_ids if m not in stored]
+            if missing:
+                raise StoreError(f"no maps stored for {missing} in {maps.path}; run the maps stage first "
+                                 f"(stored: {stored or 'none'})")
+            targets_all = maps.read("clean", "target")
+            for metric in metrics:
+                for mid in method_ids:
+                    if self.score(metric, mid, maps, store, usable, targets_all, report):
+                        write_metric_csvs(ctx.run_dir / "csv", ctx.tag, metric, mid, store)
+        ctx.write_provenance({m.id: m.params for m in metrics})
+        return report
+
+    def score(self, metric: Metric, mid: str, maps: H5Store, store: H5Store, usable: list[int],
+              targets_all: np.ndarray, report: StageReport) -> bool:
+        """Score the maps of ``mid`` not yet scored; return False when the metric does not apply to them."""
+        ctx = self.ctx
+        names = ctx.source.names
+        key = f"{metric.id}/{mid}"
+        explainer = None
+        if metric.needs_method:
+            try:
+                explainer = explainer_for(ctx, mid, maps.group_attrs(f"maps/{mid}"))
+            except NotApplicable as err:
+                report.not_applicable[key] = str(err)
+                return False
+        arrays = {"value": ((), "f8")}
+        if metric.has_curve:
+            arrays["curve"] = ((metric.curve_length,), "f4")
+        store.ensure_group(key, arrays, {"params": metric.params, "metric": metric.describe(),
+                                         "map_params": maps.group_attrs(f"maps/{mid}").get("params")},
+                           check=["params", "map_params"])
+        mst, st = maps.status(f"maps/{mid}"), store.status(key)
+        report.computed[key], report.failed[key] = 0, {}
+        for i in usable:
+            if mst[i] == FAILED:
+                report.failed[key][names[i]] = "no map (the method failed on this image)"
+        todo = [i for i in usable if mst[i] == DONE and st[i] != DONE]
+        report.already[key] = int(sum(st[i] == DONE for i in usable))
+        if not todo:
+            return True
+        t0 = time.perf_counter()
+        bar = ctx.bar(len(todo), f"{metric.id} {mid}")
+        step = max(1, ctx.batch_size // (metric.curve_length or 1))  # about one batch of passes per call
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            ctx.prefetch(todo[start + step:start + 2 * step])
+            x = ctx.load_images(chunk)
+            m = torch.as_tensor(maps.read(f"maps/{mid}", "map", chunk), device=ctx.device)
+            t = torch.as_tensor(targets_all[chunk], device=ctx.device)
+            prepared = (ctx.derived(metric.prepare_key, chunk, x, metric.prepare)
+                        if metric.prepare_key is not None else None)
+            for part in score_chunk(metric, ctx.model, x, m, t, chunk, ctx.autocast, explainer, prepared):
+                if part.rows:
+                    store.write(key, part.rows, **part.values)
+                    report.computed[key] += len(part.rows)
+                for i, reason in part.errors.items():
+                    store.fail(key, i, reason)
+                    report.failed[key][names[i]] = reason
+            bar.update(len(chunk))
+        bar.close()
+        report.seconds[key] = time.perf_counter() - t0
+        return True
+
+
+def run_metrics(ctx: RunContext, metric_ids: list[str] | None = None,
+                map_ids: list[str] | None = None) -> StageReport:
+    """The metrics stage of ``ctx`` in this process (see :class:`MetricsStage`)."""
+    return MetricsStage(ctx).run(metric_ids, map_ids)

@@ -1,0 +1,263 @@
+"""The sharded driver: plan the tasks of a run (:mod:`runners.tasks`), skip the finished shards, run the others on
+the configured executor (:mod:`runners.executors`), and merge the finished shards into the model's stores and CSV
+files (idempotent: a merge killed half-way is simply run again)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from . import shards as sh
+from .context import DEFAULT_METRICS, RunContext
+from .executors import make_executor
+from .factory import build_methods, build_metric, build_metrics, in_run_order
+from .report import StageReport
+from .scoring import write_metric_csvs
+from .store import H5Store, RunLock, StoreError
+from .tasks import Task, share_context, summary
+
+
+def plan(ctx: RunContext, stages: tuple[str, ...], n: int, only: int | None = None,
+         map_ids: list[str] | None = None) -> tuple[list[Task], dict]:
+    """The tasks of ``stages`` ("maps" includes its clean tasks) for shards ``only`` (or all of the n)."""
+    # the driver fixes the batch size (after the memory bound) for every task, whatever memory its device has free
+    cfg = dict(asdict(ctx.cfg), out=str(ctx.run_dir.parent.resolve()), progress=False,
+               batch_size=ctx.resolve_batch_size(), pass_batch_size=ctx.resolve_pass_batch_size(),
+               memory_gb=None)
+    cfg["plugins"] = [str(Path(p).resolve()) if Path(p).is_file() else p for p in cfg["plugins"]]
+    share_context(cfg, ctx)  # the local executor's tasks share the driver's context (and its loaded model)
+    splits = sh.shard_rows(ctx.indices, n, ctx.batch_size)
+    chosen = range(n) if only is None else [only]
+    proto, names = ctx.protocol(), ctx.source.names
+    threads = ctx.cfg.threads if ctx.cfg.executor == "local" else (ctx.cfg.threads or 1)
+    tasks, info = [], {"not_applicable": {}, "produced": [], "splits": splits}
+
+    def shard_id(stage, name, i, extra):
+        return sh.config_hash({"protocol": proto, "stage": stage, "name": name, "shard": [i, n],
+                               "names": [names[k] for k in splits[i]], "batch_size": ctx.batch_size,
+                               "skip_bad_images": ctx.cfg.skip_bad_images, **extra})
+
+    producers: dict[str, tuple[str, dict[int, str]]] = {}
+    if "maps" in stages:
+        methods, skipped = build_methods(ctx, ctx.cfg.methods)
+        info["not_applicable"].update(skipped)
+        covered: set[str] = set()
+        clean_h = {i: shard_id("clean", "clean", i, {}) for i in chosen}
+        for i in chosen:
+            tasks.append(Task("clean", "clean", i, n, splits[i], cfg, clean_h[i], threads=threads))
+        for method in in_run_order(methods):
+            if set(method.output_ids) <= covered:  # all its maps come from a method deriving several
+                continue
+            hashes = {}
+            for i in chosen:
+                hashes[i] = shard_id("maps", method.id, i, {"params": method.params, "clean": clean_h[i],
+                                                             "outputs": list(method.output_ids)})
+                tasks.append(Task("maps", method.id, i, n, splits[i], cfg, hashes[i],
+                                  deps=[f"clean:clean:{i}of{n}"], inputs={"clean": clean_h[i]}, threads=threads))
+            for oid in method.output_ids:
+                if oid not in covered:
+                    producers[oid] = (method.id, hashes)
+                    info["produced"].append(oid)
+            covered |= set(method.output_ids)
+    if "metrics" in stages:
+        metric_ids = ctx.cfg.metrics or list(DEFAULT_METRICS)
+        if map_ids is None:
+            map_ids = info["produced"] if "maps" in stages else _stored_map_ids(ctx)
+        stored = {} if "maps" in stages else _stored_map_params(ctx)
+        for metric in build_metrics(ctx, metric_ids):
+            metric_id = metric.id
+            for mid in map_ids:
+                for i in chosen:
+                    if mid in producers:
+                        prod, hashes = producers[mid]
+                        src, deps = (prod, hashes[i]), [f"maps:{prod}:{i}of{n}"]
+                        extra = {"maps": hashes[i]}
+                    elif mid in stored:
+                        src, deps, extra = None, [], {"maps_params": stored[mid]}
+                    else:
+                        raise StoreError(f"no maps stored for {mid!r} in {ctx.run_dir / 'maps.h5'}; run the maps "
+                                         "stage first")
+                    name = f"{metric_id}/{mid}"
+                    tasks.append(Task("metrics", name, i, n, splits[i], cfg,
+                                      shard_id("metrics", name, i, {"params": metric.params, **extra}),
+                                      deps=deps, inputs={"maps": src}, threads=threads))
+    return tasks, info
+
+
+def _stored_map_params(ctx) -> dict[str, object]:
+    path = ctx.run_dir / "maps.h5"
+    if not path.exists():
+        return {}
+    with H5Store(path, ctx.source.names, {"protocol": ctx.protocol()}, check_attrs=["protocol"], mode="r") as s:
+        return {g: s.group_attrs(f"maps/{g}").get("params") for g in s.groups("maps")}
+
+
+def _stored_map_ids(ctx) -> list[str]:
+    ids = list(_stored_map_params(ctx))
+    if ctx.cfg.methods is not None:
+        missing = [m for m in ctx.cfg.methods if m not in ids]
+        if missing:
+            raise StoreError(f"no maps stored for {missing} in {ctx.run_dir / 'maps.h5'}; run the maps stage "
+                             f"first (stored: {ids or 'none'})")
+        return list(ctx.cfg.methods)
+    return ids
+
+
+def merge(ctx: RunContext, tasks: list[Task] | None = None, log=print) -> dict:
+    """Merge finished shards into ``maps.h5`` / ``metrics.h5`` and write the CSV files of the merged metrics.
+
+    ``tasks`` None: every finished shard under ``shards/`` whose protocol is this run's. Returns counts."""
+    run_dir = ctx.run_dir
+    if tasks is None:
+        found = _finished_shards(run_dir, ctx.protocol())
+    else:
+        found = []
+        for t in tasks:
+            p = t.paths()
+            if sh.check_shard(p, t.chash, verify=False)[0] == "done":
+                found.append((t.stage, t.name, p.h5))
+    out = {"clean": 0, "maps": 0, "metrics": 0, "csv": 0}
+    if not found:
+        return out
+    rank = {s: k for k, s in enumerate(sh.STAGES)}
+    found.sort(key=lambda x: rank[x[0]])
+    _check_model_store(run_dir / "maps.h5", log)
+    if any(s in ("clean", "maps") for s, _, _ in found):
+        with ctx.open_maps() as store:
+            for stage, name, path in found:
+                if stage == "clean":
+                    out["clean"] += sh.merge_clean(store, path)
+                elif stage == "maps":
+                    sh.merge_clean(store, path)
+                    out["maps"] += sh.merge_shard(store, path, "maps")
+    metric_keys = sorted({name for stage, name, _ in found if stage == "metrics"})
+    if metric_keys:
+        _check_model_store(run_dir / "metrics.h5", log)
+        with ctx.open_metrics() as store:
+            for stage, name, path in found:
+                if stage == "metrics":
+                    out["metrics"] += sh.merge_shard(store, path, name.split("/", 1)[0])
+            for key in metric_keys:
+                if store.has_group(key):
+                    metric_id, mid = key.split("/", 1)
+                    write_metric_csvs(run_dir / "csv", ctx.tag, build_metric(ctx, metric_id), mid, store)
+                    out["csv"] += 1
+    ctx.write_provenance()
+    return out
+
+
+def _check_model_store(path: Path, log) -> None:
+    """A model store HDF5 cannot open is reported by name and moved aside: the merge rebuilds it from shards."""
+    if not path.exists():
+        return
+    try:
+        with __import__("h5py").File(path, "r", locking=False) as f:
+            f["names"].shape  # noqa: B018
+    except (OSError, KeyError) as err:
+        moved = sh.move_aside(path, "corrupt")
+        log(f"corrupt store: {path} is not a readable HDF5 file ({err}); moved aside to {moved.name}, rebuilt "
+            "from the shards")
+
+
+def _finished_shards(run_dir: Path, protocol: dict) -> list[tuple[str, str, Path]]:
+    out = []
+    for stage in sh.STAGES:
+        folder = run_dir / "shards" / stage
+        if not folder.is_dir():
+            continue
+        for man_path in sorted(folder.glob("*.json")):
+            if man_path.name.endswith(".failed.json"):
+                continue
+            man = sh._read_json(man_path)
+            h5 = man_path.with_suffix(".h5")
+            if not man or not h5.exists() or man.get("protocol") != json.loads(json.dumps(protocol)):
+                continue
+            name, (i, n) = man["task"]["name"], map(int, man["task"]["shard"].split("/"))
+            state, why = sh.check_shard(sh.ShardPaths(run_dir, stage, name, i, n), man.get("config_hash"))
+            if state == "done":
+                out.append((stage, name, h5))
+            else:
+                print(f"not merged: {why}", file=sys.stderr)
+    return out
+
+
+def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
+    """Plan, skip finished shards, run the rest on the configured executor, merge. Returns the stage reports."""
+    cfg = ctx.cfg
+    only, n = sh.parse_shard(cfg.shard) if cfg.shard else (None, cfg.shards or 1)
+    lock = RunLock(ctx.run_dir / "shards" / f"lock-{only}of{n}") if only is not None else RunLock(ctx.run_dir)
+    with lock:
+        tasks, info = plan(ctx, stages, n, only)
+        done: dict[str, dict] = {}
+        todo = []
+        for t in tasks:
+            state, why = sh.check_shard(t.paths(), t.chash)
+            if state == "done":
+                done[t.key] = summary(t, skipped=True)
+                continue
+            if state in ("corrupt", "stale"):
+                sh.quarantine(t.paths(), state, why, log)
+            todo.append(t)
+        log(f"{len(tasks)} task(s) in {n} shard(s): {len(done)} finished before, {len(todo)} to run on the "
+            f"{cfg.executor} executor")
+        counter = {"k": 0}
+
+        def on_result(res):
+            counter["k"] += 1
+            what = f"{res['stage']} {res['name']} shard {res['shard']}/{res['n']}"
+            if res["error"]:
+                log(f"[{counter['k']}/{len(todo)}] {what}: FAILED: {res['error'].splitlines()[0]}")
+            else:
+                c = sum(res["computed"].values())
+                f = sum(len(v) for v in res["failed"].values())
+                log(f"[{counter['k']}/{len(todo)}] {what}: {c} computed, {f} failed "
+                    f"({sum(res['seconds'].values()):.1f} s, {res['host']} pid {res['pid']})")
+
+        if todo:
+            make_executor(cfg, ctx.device.type == "cuda").run(todo, done, on_result)
+        merged = merge(ctx, tasks, log) if only is None else None
+    reports = {s: StageReport() for s in ("maps", "metrics")}
+    reports["maps"].not_applicable.update(info["not_applicable"])
+    reports["maps"].produced = list(info["produced"])
+    errors = {}
+    for t in tasks:
+        res = done.get(t.key)
+        if t.stage == "clean":
+            if res and res["error"]:
+                errors[t.key] = res["error"]
+            continue
+        rep = reports[t.stage]
+        key = t.name
+        rep.computed.setdefault(key, 0)
+        rep.failed.setdefault(key, {})
+        if res is None or res["error"]:
+            errors[t.key] = res["error"] if res else "not run"
+            continue
+        group = f"maps/{key}" if t.stage == "maps" else key
+        if res["skipped"]:
+            man = sh._read_json(t.paths().manifest) or {}
+            rep.already[key] = rep.already.get(key, 0) + man.get("groups", {}).get(group, {}).get("done", 0)
+            rep.not_applicable.update(man.get("not_applicable", {}))
+            rep.failed[key].update(_failed_in_shard(t.paths().h5, group))
+            continue
+        rep.computed[key] += res["computed"].get(key, 0)
+        rep.already[key] = rep.already.get(key, 0) + res["already"].get(key, 0)
+        rep.not_applicable.update(res["not_applicable"])
+        rep.failed[key].update(res["failed"].get(key, {}))
+        if key in res["seconds"]:
+            rep.seconds[key] = rep.seconds.get(key, 0.0) + res["seconds"][key]
+    for key in list(reports["metrics"].computed):
+        if key in reports["metrics"].not_applicable:
+            reports["metrics"].computed.pop(key)
+            reports["metrics"].failed.pop(key, None)
+    return {"reports": reports, "errors": errors, "merged": merged, "tasks": tasks, "shard": (only, n)}
+
+
+def _failed_in_shard(path: Path, group: str) -> dict[str, str]:
+    try:
+        with sh._open_shard(path) as s:
+            return s.errors(group) if s.has_group(group) else {}
+    except (OSError, StoreError, KeyError):
+        return {}

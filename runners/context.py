@@ -30,7 +30,7 @@ from .overrides import check_overrides
 from .plugins import load_plugin
 from .provenance import environment
 from .store import H5Store, RunLock
-from .tuning import tune_pass_batch_size
+from .tuning import cached_pass_batch_size
 
 DEFAULT_METRICS = ("insertion", "deletion")
 
@@ -115,9 +115,9 @@ class RunContext:
         load_builtin_methods()
         check_overrides(cfg.overrides)
         self.device = resolve_device(cfg.device)
+        if cfg.batch_size is not None and cfg.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, not {cfg.batch_size}")
         self.batch_size = cfg.batch_size or (128 if self.device.type == "cuda" else 32)
-        if self.batch_size < 1:
-            raise ValueError("--batch-size must be >= 1")
         if cfg.limit is not None and cfg.limit < 1:
             raise ValueError("--limit must be >= 1")
         if cfg.memory_gb is not None and cfg.memory_gb <= 0:
@@ -169,16 +169,17 @@ class RunContext:
 
     def resolve_pass_batch_size(self) -> int:
         """Model inputs per forward pass for the deterministic methods and every metric: ``--batch-size`` when
-        given, else the model's fastest size on this device (:func:`runners.tuning.tune_pass_batch_size`), at most
-        the memory-bounded batch size. Their results do not depend on it (tested); stochastic methods, whose noise
-        draws follow the batch, always use ``--batch-size`` (default 32 CPU / 128 GPU) so they are the same on
-        every machine."""
+        given, else the model's fastest size on this device (:func:`runners.tuning.cached_pass_batch_size`: measured
+        once per machine, model and precision), at most the memory-bounded batch size. Their results do not depend
+        on it (tested); stochastic methods, whose noise draws follow the batch, always use ``--batch-size`` (default
+        32 CPU / 128 GPU) so they are the same on every machine."""
         if self._pass_bs is None:
             bounded = self.resolve_batch_size()
             cap = bounded if self.memory is not None and self.memory.get("cap") is not None else None
             with self.autocast():
-                self._pass_bs, self.pass_tuning = tune_pass_batch_size(self.model.net, self.profile.image_size,
-                                                                       self.device, cap=cap)
+                self._pass_bs, self.pass_tuning = cached_pass_batch_size(
+                    self.model.net, self.model.name, self.profile.image_size, self.device, self.precision, cap=cap,
+                    echo=tqdm.write if self.cfg.progress else None)
         return self._pass_bs
 
     def autocast(self):
@@ -186,9 +187,10 @@ class RunContext:
 
     # ----------------------------------------------------------------------------------------- identity
     def protocol(self) -> dict:
-        """What must be equal for results to be mixed in one store."""
+        """What must be equal for results to be mixed in one store: the profile, the model, its weights (their
+        content's sha256: a file replaced at the same path is a different protocol), the seed and the precision."""
         return {"profile": self.profile.as_dict(), "model": self.tag, "weights": self.cfg.weights,
-                "seed": self.cfg.seed, "precision": self.precision}
+                "weights_sha256": self.model.weights_sha256, "seed": self.cfg.seed, "precision": self.precision}
 
     def provenance(self) -> dict:
         lst = self.cfg.image_list

@@ -19,7 +19,7 @@ import torch
 from benchmark.core.writer import BackgroundWriter
 from methods.base import Method
 
-from .clean import prepare
+from .clean import load_chunk, prepare
 from .context import RunContext
 from .factory import build_methods, in_run_order
 from .report import StageReport
@@ -91,6 +91,7 @@ class MapsStage:
                                check=["params"])
         missing = np.zeros(len(store.names), bool)
         for group in groups.values():
+            store.verify(group, usable)  # stored maps failing their checksum are marked corrupt: computed again
             missing |= store.status(group) != DONE
         todo = [i for i in usable if missing[i]]
         report.computed[method.id], report.failed[method.id] = 0, {}
@@ -107,10 +108,14 @@ class MapsStage:
             for start in range(0, len(todo), bs):
                 chunk = todo[start:start + bs]
                 ctx.prefetch(todo[start + bs:start + 2 * bs])
-                x = ctx.load_images(chunk)
-                t = torch.as_tensor(targets_all[chunk], device=ctx.device)
-                for part in explain_chunk(method, ctx.model, x, t, chunk, ctx.profile.image_size, ctx.autocast):
-                    writer.submit(self._store, store, groups, method, part, report)
+                rows, x, bad = load_chunk(ctx, store, chunk)
+                if bad:
+                    writer.submit(self._store, store, groups, method,
+                                  ChunkMaps([], None, {oid: bad for oid in method.output_ids}), report)
+                if rows:
+                    t = torch.as_tensor(targets_all[rows], device=ctx.device)
+                    for part in explain_chunk(method, ctx.model, x, t, rows, ctx.profile.image_size, ctx.autocast):
+                        writer.submit(self._store, store, groups, method, part, report)
                 bar.update(len(chunk))
         bar.close()
         report.seconds[method.id] = time.perf_counter() - t0

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 @dataclass
 class StageReport:
     """Per key (a method id, or ``<metric>/<map id>``): images computed, already stored, failed (with reasons),
-    seconds; keys not applicable (with reasons); ``produced``: every map id the stage covered (variants too)."""
+    seconds; keys not applicable (with reasons); ``produced``: every map id the stage covered (variants too);
+    ``corrupt_maps``: stored maps found failing their checksum while scoring (marked to be computed again)."""
 
     computed: dict[str, int] = field(default_factory=dict)
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -16,6 +17,7 @@ class StageReport:
     seconds: dict[str, float] = field(default_factory=dict)
     produced: list[str] = field(default_factory=list)
     already: dict[str, int] = field(default_factory=dict)
+    corrupt_maps: dict[str, list[str]] = field(default_factory=dict)  # map id -> images whose map failed its CRC
 
     def start(self, key: str, already: int = 0) -> None:
         self.computed.setdefault(key, 0)

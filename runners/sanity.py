@@ -176,7 +176,8 @@ class SanityCheck:
 
     def protocol(self, method: Method, order: list[str]) -> dict:
         c = self.ctx
-        return {"model": c.tag, "weights": c.cfg.weights, "seed": c.cfg.seed, "profile": c.profile.name,
+        return {"model": c.tag, "weights": c.cfg.weights, "weights_sha256": c.model.weights_sha256,
+                "seed": c.cfg.seed, "profile": c.profile.name,
                 "precision": c.precision, "image_size": c.profile.image_size, "method": method.id,
                 "method_params": method.params, "layers": order, "similarities": rnd.describe(), "thumb": THUMB}
 

@@ -2,8 +2,9 @@
 (``<metric>/<map id>/value`` and ``curve``) and the reference CSV files.
 
 :func:`score_chunk` is the one per-chunk call of a metric (the local loop and the executors' tasks use it through
-:class:`MetricsStage`); a chunk that raises is retried image by image, and a value that is not finite fails its
-image with the reason.
+:class:`MetricsStage`); a chunk that raises is retried image by image, and a value that is not finite or lies
+outside the metric's range fails its image with the reason. Stored maps and values are read through their CRC
+(:meth:`runners.store.H5Store.read_rows`): a row that fails it is never used, and is computed again.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from benchmark.core.csvfiles import metric_csv_paths, write_curves, write_values
 from methods.base import NotApplicable
 from metrics.base import Metric
 
-from .clean import prepare
+from .clean import load_chunk, prepare
 from .context import RunContext
 from .factory import build_metrics, explainer_for
 from .report import StageReport
-from .store import DONE, FAILED, H5Store, StoreError
+from .store import CORRUPT, DONE, FAILED, H5Store, StoreError
+
+CORRUPT_MAP = "its stored map failed its checksum: marked corrupt, computed again by the next maps stage"
 
 
 @dataclass
@@ -39,7 +42,8 @@ class ChunkScores:
 def score_chunk(metric: Metric, model, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, rows: list,
                 autocast, explainer=None, prepared: torch.Tensor | None = None) -> Iterator[ChunkScores]:
     """Yield the values of ``metric`` for images ``x``, their ``maps`` and classes ``targets`` (row labels
-    ``rows``); a chunk that raises is retried one image at a time; values that are not finite fail their image."""
+    ``rows``); a chunk that raises is retried one image at a time; values that are not finite, or lie outside the
+    metric's :meth:`~metrics.base.Metric.value_range`, fail their image."""
     kwargs = {"explainer": explainer}
     if prepared is not None:
         kwargs["prepared"] = prepared
@@ -56,21 +60,33 @@ def score_chunk(metric: Metric, model, x: torch.Tensor, maps: torch.Tensor, targ
                                    explainer, None if prepared is None else prepared[k:k + 1])
         return
     value = res["value"]
-    finite = np.isfinite(value)
-    errors = {rows[k]: f"{metric.id} is not finite ({value[k]})" for k in range(len(rows)) if not finite[k]}
-    good = [k for k in range(len(rows)) if finite[k]]
+    lo, hi = metric.value_range() or (-np.inf, np.inf)
+    errors = {}
+    for k in range(len(rows)):
+        if not np.isfinite(value[k]):
+            errors[rows[k]] = f"{metric.id} is not finite ({value[k]})"
+        elif not lo <= value[k] <= hi:
+            errors[rows[k]] = f"{metric.id} = {value[k]} lies outside its range [{lo}, {hi}]"
+    good = [k for k in range(len(rows)) if rows[k] not in errors]
     yield ChunkScores([rows[k] for k in good], {k: v[good] for k, v in res.items()}, errors)
 
 
 def write_metric_csvs(csv_dir: Path, tag: str, metric: Metric, method: str, store: H5Store) -> Path:
     """Export the done rows of ``<metric>/<method>`` from the metrics store (list order) to the reference CSVs."""
     key = f"{metric.id}/{method}"
-    done = np.flatnonzero(store.status(key) == DONE)
-    names = [store.names[i] for i in done]
+    rows = np.flatnonzero(store.status(key) == DONE)
+    values, bad = store.read_rows(key, rows)  # rows failing their checksum are left out (and marked corrupt)
+    keep = [k for k, i in enumerate(rows) if int(i) not in set(bad)]
+    names = [store.names[rows[k]] for k in keep]
     values_path, curve_path = metric_csv_paths(csv_dir, tag, metric.csv_prefix, method, metric.has_curve)
-    write_values(values_path, names, store.read(key, "value")[done])
+    if not names:  # nothing scored (every map failed, or an import gave none): no file, and no stale one left
+        for p in (values_path, curve_path):
+            if p is not None:
+                p.unlink(missing_ok=True)
+        return values_path
+    write_values(values_path, names, values["value"][keep])
     if curve_path is not None:
-        write_curves(curve_path, names, store.read(key, "curve")[done])
+        write_curves(curve_path, names, values["curve"][keep])
     return values_path
 
 
@@ -121,27 +137,45 @@ class MetricsStage:
         store.ensure_group(key, arrays, {"params": metric.params, "metric": metric.describe(),
                                          "map_params": maps.group_attrs(f"maps/{mid}").get("params")},
                            check=["params", "map_params"])
+        store.verify(key, usable)  # values failing their checksum are marked corrupt: computed again below
         mst, st = maps.status(f"maps/{mid}"), store.status(key)
         report.computed[key], report.failed[key] = 0, {}
         for i in usable:
             if mst[i] == FAILED:
                 report.failed[key][names[i]] = "no map (the method failed on this image)"
+            elif mst[i] == CORRUPT:
+                report.failed[key][names[i]] = CORRUPT_MAP
         todo = [i for i in usable if mst[i] == DONE and st[i] != DONE]
         report.already[key] = int(sum(st[i] == DONE for i in usable))
         if not todo:
             return True
         t0 = time.perf_counter()
+        # an image that went bad is marked where the image checks read it (maps.h5), or in this store when the maps
+        # come read-only (a shard's task)
+        image_store = maps if getattr(getattr(maps, "f", None), "mode", "r") == "r+" else store
         bar = ctx.bar(len(todo), f"{metric.id} {mid}")
         step = max(1, ctx.batch_size // (metric.curve_length or 1))  # about one batch of passes per call
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
             ctx.prefetch(todo[start + step:start + 2 * step])
-            x = ctx.load_images(chunk)
-            m = torch.as_tensor(maps.read(f"maps/{mid}", "map", chunk), device=ctx.device)
-            t = torch.as_tensor(targets_all[chunk], device=ctx.device)
-            prepared = (ctx.derived(metric.prepare_key, chunk, x, metric.prepare)
+            stored, bad_maps = maps.read_rows(f"maps/{mid}", chunk)  # a map failing its CRC is marked corrupt
+            for i in bad_maps:
+                report.failed[key][names[i]] = CORRUPT_MAP
+                report.corrupt_maps.setdefault(mid, []).append(names[i])
+            keep = [k for k, i in enumerate(chunk) if i not in set(bad_maps)]
+            rows, x, bad_images = load_chunk(ctx, image_store, [chunk[k] for k in keep])
+            for i, reason in bad_images.items():
+                store.fail(key, i, reason)
+                report.failed[key][names[i]] = reason
+            if not rows:
+                bar.update(len(chunk))
+                continue
+            pos = {i: k for k, i in enumerate(chunk)}
+            m = torch.as_tensor(stored["map"][[pos[i] for i in rows]], device=ctx.device)
+            t = torch.as_tensor(targets_all[rows], device=ctx.device)
+            prepared = (ctx.derived(metric.prepare_key, rows, x, metric.prepare)
                         if metric.prepare_key is not None else None)
-            for part in score_chunk(metric, ctx.model, x, m, t, chunk, ctx.autocast, explainer, prepared):
+            for part in score_chunk(metric, ctx.model, x, m, t, rows, ctx.autocast, explainer, prepared):
                 if part.rows:
                     store.write(key, part.rows, **part.values)
                     report.computed[key] += len(part.rows)

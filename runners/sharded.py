@@ -5,7 +5,6 @@ files (idempotent: a merge killed half-way is simply run again)."""
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from .executors import make_executor
 from .factory import build_methods, build_metric, build_metrics, in_run_order
 from .report import StageReport
 from .scoring import write_metric_csvs
-from .store import H5Store, RunLock, StoreError
+from .store import DONE, H5Store, RunLock, StoreError, move_aside
 from .tasks import Task, share_context, summary
 
 
@@ -108,17 +107,22 @@ def _stored_map_ids(ctx) -> list[str]:
 def merge(ctx: RunContext, tasks: list[Task] | None = None, log=print) -> dict:
     """Merge finished shards into ``maps.h5`` / ``metrics.h5`` and write the CSV files of the merged metrics.
 
-    ``tasks`` None: every finished shard under ``shards/`` whose protocol is this run's. Returns counts."""
+    ``tasks`` None: every finished shard under ``shards/`` whose protocol is this run's. A metric value is merged only
+    where its map is done in the merged ``maps.h5``. Returns counts, and ``not_merged``: the shards left out, with
+    the reason (corrupt, truncated, unreadable), each also logged."""
     run_dir = ctx.run_dir
+    not_merged: list[str] = []
     if tasks is None:
-        found = _finished_shards(run_dir, ctx.protocol())
+        found, not_merged = _finished_shards(run_dir, ctx.protocol())
     else:
         found = []
         for t in tasks:
             p = t.paths()
             if sh.check_shard(p, t.chash, verify=False)[0] == "done":
                 found.append((t.stage, t.name, p.h5))
-    out = {"clean": 0, "maps": 0, "metrics": 0, "csv": 0}
+    for why in not_merged:
+        log(f"not merged: {why}")
+    out = {"clean": 0, "maps": 0, "metrics": 0, "csv": 0, "not_merged": not_merged}
     if not found:
         return out
     rank = {s: k for k, s in enumerate(sh.STAGES)}
@@ -135,10 +139,12 @@ def merge(ctx: RunContext, tasks: list[Task] | None = None, log=print) -> dict:
     metric_keys = sorted({name for stage, name, _ in found if stage == "metrics"})
     if metric_keys:
         _check_model_store(run_dir / "metrics.h5", log)
+        with ctx.open_maps(mode="r") as maps:
+            done = {mid: maps.status(f"maps/{mid}") == DONE for mid in {k.split("/", 1)[1] for k in metric_keys}}
         with ctx.open_metrics() as store:
             for stage, name, path in found:
                 if stage == "metrics":
-                    out["metrics"] += sh.merge_shard(store, path, name.split("/", 1)[0])
+                    out["metrics"] += sh.merge_shard(store, path, name.split("/", 1)[0], maps_done=done.get)
             for key in metric_keys:
                 if store.has_group(key):
                     metric_id, mid = key.split("/", 1)
@@ -156,13 +162,14 @@ def _check_model_store(path: Path, log) -> None:
         with __import__("h5py").File(path, "r", locking=False) as f:
             f["names"].shape  # noqa: B018
     except (OSError, KeyError) as err:
-        moved = sh.move_aside(path, "corrupt")
+        moved = move_aside(path, "corrupt")
         log(f"corrupt store: {path} is not a readable HDF5 file ({err}); moved aside to {moved.name}, rebuilt "
             "from the shards")
 
 
-def _finished_shards(run_dir: Path, protocol: dict) -> list[tuple[str, str, Path]]:
-    out = []
+def _finished_shards(run_dir: Path, protocol: dict) -> tuple[list[tuple[str, str, Path]], list[str]]:
+    """(every finished shard of this protocol that checks out, the reasons of those that do not)."""
+    out, bad = [], []
     for stage in sh.STAGES:
         folder = run_dir / "shards" / stage
         if not folder.is_dir():
@@ -179,8 +186,8 @@ def _finished_shards(run_dir: Path, protocol: dict) -> list[tuple[str, str, Path
             if state == "done":
                 out.append((stage, name, h5))
             else:
-                print(f"not merged: {why}", file=sys.stderr)
-    return out
+                bad.append(why)
+    return out, bad
 
 
 def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:

@@ -31,9 +31,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from benchmark.core.atomic import sha256_file
+from benchmark.core.atomic import sha256_file, write_text
 
-from .store import DONE, FAILED, IMG_OK, TODO, H5Store, StoreError
+from .store import DONE, FAILED, IMG_OK, TODO, H5Store, StoreError, move_aside
 
 STAGES = ("clean", "maps", "metrics")
 
@@ -93,18 +93,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def move_aside(path: Path, why: str) -> Path | None:
-    """Rename a bad file to ``<name>.<why>-<time>`` (kept for inspection, never read again)."""
-    if not path.exists():
-        return None
-    dest = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-    os.replace(path, dest)
-    return dest
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def check_shard(paths: ShardPaths, chash: str | None, verify: bool = True) -> tuple[str, str]:
@@ -195,13 +184,15 @@ def merge_clean(target: H5Store, shard_path: Path) -> int:
         return copy_group(target, sh, "clean", rows, check=())
 
 
-def copy_group(target: H5Store, sh: H5Store, group: str, rows: np.ndarray, check: Sequence[str] = ("params",)) -> int:
-    """Copy ``group`` rows of shard ``sh`` (shard row k -> target row ``rows[k]``); return rows written."""
+def copy_group(target: H5Store, sh: H5Store, group: str, rows: np.ndarray, check: Sequence[str] = ("params",),
+               allowed: np.ndarray | None = None) -> int:
+    """Copy ``group`` rows of shard ``sh`` (shard row k -> target row ``rows[k]``); return rows written.
+
+    Done rows are copied only where they verify against their CRC (the others are reported by ``status`` as the
+    shard's, and recomputed) and, with ``allowed`` (a bool mask over the target's rows), only where it is True."""
     if not sh.has_group(group):
         return 0
-    g = sh.f[group]
-    arrays = {name: (ds.shape[1:], ds.dtype.str) for name, ds in g.items()
-              if isinstance(ds, h5py.Dataset) and name not in ("status", "error")}
+    arrays = {name: (sh.f[group][name].shape[1:], sh.f[group][name].dtype.str) for name in sh.array_names(group)}
     target.ensure_group(group, arrays, sh.group_attrs(group), check=check)
     if group == "clean":
         old_t = target.read("clean", "target")
@@ -211,23 +202,31 @@ def copy_group(target: H5Store, sh: H5Store, group: str, rows: np.ndarray, check
             raise StoreError(f"{sh.path}: clean targets differ from those in {target.path}; the shard was made "
                              "with another model or weights. Move it aside.")
     st_old, st = target.status(group)[rows], sh.status(group)
-    put = np.flatnonzero((st == DONE) & (st_old != DONE))
+    ok = np.ones(len(rows), bool) if allowed is None else allowed[rows]
+    put = np.flatnonzero((st == DONE) & (st_old != DONE) & ok)
     if len(put):
-        target.write(group, rows[put].tolist(), **{name: sh.read(group, name)[put] for name in arrays})
+        values, bad = sh.read_rows(group, put, mark=False)
+        keep = [k for k, i in enumerate(put) if int(i) not in set(bad)]
+        if keep:
+            target.write(group, rows[put[keep]].tolist(), **{name: v[keep] for name, v in values.items()})
+        put = put[keep]
     errors = sh.f[group]["error"][()]
     for k in np.flatnonzero((st == FAILED) & (st_old == TODO)):
         target.fail(group, int(rows[k]), errors[k].decode(errors="replace"))
     return len(put)
 
 
-def merge_shard(target: H5Store, shard_path: Path, prefix: str) -> int:
-    """Every group under ``prefix`` (``maps`` or a metric id) of a shard into the model store."""
+def merge_shard(target: H5Store, shard_path: Path, prefix: str, maps_done=None) -> int:
+    """Every group under ``prefix`` (``maps`` or a metric id) of a shard into the model store. ``maps_done(map id)``
+    (for metric groups) gives the target rows whose map is done in the merged ``maps.h5``: a metric value is merged
+    only where its map is."""
     with _open_shard(shard_path) as sh:
         rows = _index_map(target, sh)
         total = 0
         for group in _all_groups(sh, prefix):
             check = ("params", "map_params") if prefix != "maps" else ("params",)
-            total += copy_group(target, sh, group, rows, check=check)
+            allowed = maps_done(group.split("/", 1)[1]) if maps_done is not None and prefix != "maps" else None
+            total += copy_group(target, sh, group, rows, check=check, allowed=allowed)
         return total
 
 
@@ -277,7 +276,7 @@ def diff_runs(a: str | os.PathLike, b: str | os.PathLike, atol: float = 1e-5, ig
                     out.append(f"{store}:{g}: failure reasons differ")
                 done = np.flatnonzero(sa == DONE)
                 for name, ds in fa[g].items():
-                    if name in ("status", "error") or not len(done):
+                    if name in ("status", "error", "crc") or not len(done):  # crc: follows the values compared
                         continue
                     va, vb = ds[()][done], fb[g][name][()][done]
                     if g == "clean" and name == "target":

@@ -1,15 +1,19 @@
-"""``python -m benchmark status FOLDER``: what a results folder holds, what is missing, what failed and why.
+"""``python -m benchmark status FOLDER``: what a results folder holds, what is missing, what failed and why, and
+what is damaged (exit status 1); ``--repair`` salvages damaged stores.
 
-Read-only (safe while a run is going on). For every run folder (a folder with ``maps.h5``, ``metrics.h5`` or
-``shards/``) under FOLDER: per map id and per metric/map id of the merged stores, the images done / failed /
-missing (missing = not done and not failed among the images the run asked for, ``limit`` in provenance.json)
-with the first failure reasons; then the shard files per stage: finished, in progress, corrupt or of another
-configuration (by name), moved aside, and the tasks that raised, with their error.
+Read-only without ``--repair`` (safe while a run is going on). Unless ``--no-verify``, every done row is checked
+against its CRC and every finished shard against its sha256. For every run folder (a folder with ``maps.h5``,
+``metrics.h5`` or ``shards/``) under FOLDER: per map id and per metric/map id of the merged stores, the images
+done / failed / missing (missing = not done and not failed among the images the run asked for, ``limit`` in
+provenance.json) with the first failure reasons; then the shard files per stage: finished, in progress, corrupt or
+of another configuration (by name), moved aside, and the tasks that raised, with their error.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +21,8 @@ import h5py
 import numpy as np
 
 from . import shards as sh
-from .store import DONE, FAILED, IMG_BAD
+from . import store as store_mod
+from .store import CORRUPT, DONE, FAILED, IMG_BAD
 
 SHOW_REASONS = 3
 
@@ -44,46 +49,87 @@ def _limit(run_dir: Path) -> int | None:
         return None
 
 
-def _store_lines(path: Path, limit: int | None) -> list[str]:
+def _store_lines(path: Path, limit: int | None, verify: bool, repair: bool) -> tuple[list[str], int]:
+    """The report of one store and the number of problems found in it (an unreadable file, rows failing their
+    checksum). With ``repair`` an unreadable or damaged file is salvaged (:func:`runners.store.repair`) and rows
+    failing their checksum are marked to be recomputed; what was done is reported, and is no longer a problem."""
     if not path.exists():
-        return [f"  {path.name}: not there yet"]
+        return [f"  {path.name}: not there yet"], 0
     try:
         f = h5py.File(path, "r", locking=False)
-    except OSError as err:
-        return [f"  {path.name}: CORRUPT (not a readable HDF5 file: {err}); the next run or merge moves it aside "
-                "and rebuilds it"]
-    lines = []
+        fmt = f.attrs.get("store_format")
+        f["names"].shape  # noqa: B018
+    except (OSError, KeyError) as err:
+        if repair:
+            return [f"  {path.name}: REPAIRED: " + line for line in store_mod.repair(path)], 0
+        return [f"  {path.name}: CORRUPT (not a readable store: {err}); `python -m benchmark status --repair "
+                f"{path.parent}` moves it aside and keeps whatever can be read (a sharded run's `merge` rebuilds it "
+                "from the shards)"], 1
+    lines, problems = [], 0
     with f:
+        if fmt is None or int(fmt) != store_mod.FORMAT:
+            return [f"  {path.name}: written by an older version (store format {fmt}; this version reads "
+                    f"{store_mod.FORMAT}): not used; give new runs another --out folder"], 1
         n = len(f["names"])
         asked = np.arange(min(n, limit) if limit else n)
         bad = f["image_status"][()][asked] == IMG_BAD if "image_status" in f else np.zeros(len(asked), bool)
         head = f"  {path.name}: {len(asked)} image(s) asked"
         head += f", {int(bad.sum())} bad (skipped)" if bad.any() else ""
         lines.append(head)
-        groups = []
+        groups, incomplete = [], []
         f.visititems(lambda name, obj: groups.append(name) if isinstance(obj, h5py.Group) and "status" in obj
                      and name != "clean" else None)
+        f.visititems(lambda name, obj: incomplete.append(name) if isinstance(obj, h5py.Group) and "status" not in obj
+                     and any(isinstance(v, h5py.Dataset) for v in obj.values()) else None)
+        names = [x.decode() if isinstance(x, bytes) else x for x in f["names"][()]]
+    if incomplete:
+        if repair:
+            with h5py.File(path, "r+", locking=False) as f:
+                for g in incomplete:
+                    del f[g]
+            lines += [f"    {g}: REPAIRED: incomplete (no status): dropped; recomputed by the next run"
+                      for g in incomplete]
+        else:
+            problems += len(incomplete)
+            lines += [f"    {g}: incomplete (no status: an interrupted creation); `status --repair` drops it"
+                      for g in incomplete]
+    checked: dict[str, list[int]] = {}
+    if verify and groups:
+        with store_mod.H5Store(path, names, mode="a" if repair else "r") as st:
+            for g in sorted(groups):
+                checked[g] = st.verify(g, mark=repair)
+    with h5py.File(path, "r", locking=False) as f:
         for g in sorted(groups):
             st = f[g]["status"][()][asked]
             done, failed = int((st == DONE).sum()), int((st == FAILED).sum())
-            missing = int(((st != DONE) & (st != FAILED) & ~bad).sum())
-            lines.append(f"    {g}: {done} done, {missing} missing, {failed} failed")
+            corrupt = int((st == CORRUPT).sum())
+            missing = int(((st != DONE) & (st != FAILED) & (st != CORRUPT) & ~bad).sum())
+            line = f"    {g}: {done} done, {missing} missing, {failed} failed"
+            lines.append(line + (f", {corrupt} corrupt (checksum mismatch: recomputed by the next run)"
+                                 if corrupt else ""))
+            if checked.get(g):
+                if repair:
+                    lines.append(f"      REPAIRED: {len(checked[g])} row(s) failed their checksum: marked corrupt, "
+                                 "recomputed by the next run")
+                else:
+                    problems += 1
+                    lines.append(f"      {len(checked[g])} done row(s) fail their checksum (the stored bytes changed):"
+                                 " never used; the next run recomputes them (`status --repair` marks them now)")
             if failed:
                 err = f[g]["error"][()][asked]
                 reasons = Counter(err[k].decode(errors="replace") for k in np.flatnonzero(st == FAILED))
-                names = [f["names"][k] for k in np.flatnonzero(st == FAILED)[:SHOW_REASONS]]
-                names = [x.decode() if isinstance(x, bytes) else x for x in names]
+                failed_names = [names[k] for k in np.flatnonzero(st == FAILED)[:SHOW_REASONS]]
                 for reason, count in reasons.most_common(SHOW_REASONS):
                     lines.append(f"      failed x{count}: {reason}")
-                lines.append(f"      e.g. on {', '.join(names)}")
-    return lines
+                lines.append(f"      e.g. on {', '.join(failed_names)}")
+    return lines, problems
 
 
-def _shard_lines(run_dir: Path, verify: bool) -> list[str]:
+def _shard_lines(run_dir: Path, verify: bool) -> tuple[list[str], int]:
     root = run_dir / "shards"
     if not root.is_dir():
-        return []
-    lines = ["  shards:"]
+        return [], 0
+    lines, problems = ["  shards:"], 0
     for stage in sh.STAGES:
         folder = root / stage
         if not folder.is_dir():
@@ -114,7 +160,8 @@ def _shard_lines(run_dir: Path, verify: bool) -> list[str]:
             lines.append(f"      FAILED {p.name[:-len('.failed.json')]}: {err}")
         lines += [f"      moved aside: {p.name}" for p in aside[:10]]
         lines += [f"      {x}" for x in _missing_shards(folder)]
-    return lines
+        problems += states["corrupt"]
+    return lines, problems
 
 
 def _missing_shards(folder: Path) -> list[str]:
@@ -139,20 +186,23 @@ def _missing_shards(folder: Path) -> list[str]:
     return out
 
 
-def status_text(folder: str | Path, verify: bool = True) -> str:
-    """The status report of a results folder (one run folder, or a folder of them)."""
-    out = []
+def status_text(folder: str | Path, verify: bool = True, repair: bool = False) -> tuple[str, int]:
+    """The status report of a results folder (one run folder, or a folder of them) and its exit status: 0 when
+    nothing is damaged, 1 when a store or shard is unreadable or rows fail their checksum (``repair`` fixes what it
+    can first: see :func:`_store_lines`)."""
+    out, problems = [], 0
     for run_dir in find_run_dirs(Path(folder)):
         out.append(f"{run_dir}:")
         limit = _limit(run_dir)
-        out += _store_lines(run_dir / "maps.h5", limit)
-        out += _store_lines(run_dir / "metrics.h5", limit)
-        out += _shard_lines(run_dir, verify)
+        for store in ("maps.h5", "metrics.h5"):
+            lines, p = _store_lines(run_dir / store, limit, verify, repair)
+            out += lines
+            problems += p
+        lines, p = _shard_lines(run_dir, verify)
+        out += lines
+        problems += p
         lock = run_dir / ".lock"
         if lock.exists():
-            import fcntl
-            import os
-
             fd = os.open(lock, os.O_RDONLY)
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -162,5 +212,8 @@ def status_text(folder: str | Path, verify: bool = True) -> str:
             finally:
                 os.close(fd)
     if not out:
-        return f"{folder}: no run folder (maps.h5, metrics.h5 or shards/) found"
-    return "\n".join(out)
+        return f"{folder}: no run folder (maps.h5, metrics.h5 or shards/) found", 1
+    if problems:
+        out.append(f"{problems} problem(s) found" + ("" if repair else ": see above (`status --repair` fixes what "
+                                                                       "it can)"))
+    return "\n".join(out), (1 if problems else 0)

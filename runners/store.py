@@ -1,20 +1,33 @@
-"""HDF5 result stores, safe against a killed process, and the run-folder lock.
+"""HDF5 result stores that no kill, full disk or flipped byte can make lose a result or pass a wrong one, and the
+run-folder lock.
 
 One file per model run. Layout of ``maps.h5`` (``metrics.h5`` is the same with ``<metric>/<method>`` groups)::
 
     /names              [N] str      the image list (all of it; --limit only restricts what is computed)
     /image_status       [N] uint8    0 unchecked, 1 ok, 2 bad image (skipped), with /image_error [N] S256
     /clean/target       [N] int64    top-1 class of the clean image (the explained class)
-    /clean/prob         [N] float32  its softmax probability;  /clean/status [N] uint8
+    /clean/prob         [N] float32  its softmax probability
     /<group>/<array>    [N, ...]     per-image results, e.g. /maps/gradcam/map [N,224,224] float32
-    /<group>/status     [N] uint8    0 to do, 1 done, 2 failed (reason in /<group>/error [N] S256)
-    attrs               JSON         provenance (root) and parameters (per group)
+    /<group>/crc        [N] uint32   CRC-32 of the row's bytes of every array of the group (names in sorted order)
+    /<group>/status     [N] uint8    0 to do, 1 done, 2 failed (reason in /<group>/error [N] S256), 3 corrupt
+    attrs               JSON         store_format, provenance (root) and parameters (per group)
 
-Crash safety: datasets are contiguous and allocated when created (``ALLOC_TIME_EARLY``, no fill), so computing
-results only ever overwrites raw bytes in place: no HDF5 metadata changes. Results are written and flushed
-*before* their status bytes, so a process killed at any point leaves a readable file whose done flags name only
-complete results. New files are built under a temporary name and renamed into place. The only metadata change
-after creation is adding a group (a new method), which takes milliseconds and happens before any computing.
+**Kills.** Datasets are contiguous and allocated when created, so computing results only ever overwrites raw bytes
+in place. Results and their CRC are written and flushed *before* their status bytes: a process killed at any point
+leaves a readable file whose done flags name only complete results. New files are built under a temporary name and
+renamed into place.
+
+**Full disks.** The only changes of HDF5's own structure after a file exists are new groups. Before HDF5 creates one,
+the bytes it needs (its datasets and a margin for the metadata) are physically allocated at the end of the file
+(``posix_fallocate``); if the disk cannot hold them, nothing is written and the command stops with a message. The
+datasets then lie on allocated blocks, so filling them never needs space either.
+
+**Flipped bytes.** Every read of results goes through :meth:`H5Store.read_rows`, which checks each done row against
+its CRC: a row that fails is marked ``CORRUPT`` (recomputed by the next run of its stage, listed by ``status``) and
+never used. Metric values outside their metric's range are refused when written (runners/scoring.py).
+
+**Damage from elsewhere.** :func:`repair` copies every group and every row that still reads and verifies into a new
+file and moves the damaged one aside (``python -m benchmark status --repair``).
 """
 
 from __future__ import annotations
@@ -22,19 +35,24 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-TODO, DONE, FAILED = 0, 1, 2
+TODO, DONE, FAILED, CORRUPT = 0, 1, 2, 3
 IMG_UNCHECKED, IMG_OK, IMG_BAD = 0, 1, 2
 ERR_LEN = 256
+FORMAT = 2  # root attribute ``store_format``; files of another format are refused with a message
+MARGIN = 1 << 20  # bytes reserved beyond a new group's datasets for HDF5's metadata
+PER_DATASET = 64 << 10
 
 
 class StoreError(Exception):
-    """A store that cannot be used as asked (other image list, other protocol, unreadable file)."""
+    """A store that cannot be used as asked (other image list, other protocol, unreadable file, no space)."""
 
 
 def _json(obj) -> str:
@@ -46,6 +64,37 @@ def _create_array(parent: h5py.Group, name: str, shape: tuple[int, ...], dtype) 
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     return parent.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl)
+
+
+def reserve(path: Path, nbytes: int) -> None:
+    """Physically allocate ``nbytes`` past the end of the file ``path`` (``posix_fallocate``), so that HDF5's next
+    allocations land on blocks that exist. On failure (no space, a file size limit) the file is left as it was and
+    :class:`StoreError` says what happened; HDF5 has not been touched. HDF5 gives the unused part back when the file
+    is closed (it truncates the file to its end of allocation)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, size, max(1, int(nbytes)))
+        except OSError as err:
+            os.ftruncate(fd, size)
+            raise StoreError(f"cannot reserve {nbytes / 2**20:.1f} MiB for new results in {path} "
+                             f"({os.strerror(err.errno)}); nothing was written and every stored result is intact. "
+                             "Free some space (or use another --out) and run the same command again.") from None
+    finally:
+        os.close(fd)
+
+
+def row_crc(arrays: dict[str, np.ndarray], k: int) -> int:
+    """CRC-32 of row ``k`` of every array (names in sorted order, C-order bytes)."""
+    crc = 0
+    for name in sorted(arrays):
+        crc = zlib.crc32(np.ascontiguousarray(arrays[name][k]).tobytes(), crc)
+    return crc
+
+
+def _decode(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 class H5Store:
@@ -60,21 +109,32 @@ class H5Store:
         """
         self.path = Path(path)
         self.names = list(names)
+        self.f = None
         if not self.path.exists():
             if mode == "r":
                 raise StoreError(f"{self.path} does not exist")
             self._create(attrs or {})
         try:
             self.f = h5py.File(self.path, "r" if mode == "r" else "r+", locking=False)
-        except OSError as err:
-            raise StoreError(f"{self.path} is not a readable HDF5 file ({err}); move it away to start afresh") from None
-        stored = [n.decode() if isinstance(n, bytes) else n for n in self.f["names"][()]]
+            stored = [_decode(n) for n in self.f["names"][()]]
+            fmt = self.f.attrs.get("store_format")
+        except (OSError, KeyError) as err:
+            self.close()
+            raise StoreError(f"{self.path} is not a readable result store ({err}). `python -m benchmark status "
+                             f"--repair {self.path.parent}` moves it aside and keeps whatever can still be read; a "
+                             "sharded run's `merge` rebuilds it from the shards") from None
+        if fmt is None or int(fmt) != FORMAT:
+            self.close()
+            raise StoreError(f"{self.path} was written by an older version of the harness (store format {fmt}, "
+                             f"this version reads format {FORMAT}); use another --out folder")
         if stored != self.names:
+            self.close()
             raise StoreError(f"{self.path} was made for another image list ({len(stored)} images, first "
                              f"{stored[:2]}); use another --out folder for this list")
         for key in check_attrs:
             old, new = self.f.attrs.get(key), _json((attrs or {}).get(key))
             if old is not None and old != new:
+                self.close()
                 raise StoreError(f"{self.path} was made with a different {key}:\n  stored: {old}\n  asked:  {new}\n"
                                  "Use another --out folder (results of two protocols are never mixed).")
 
@@ -82,13 +142,19 @@ class H5Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         n = len(self.names)
-        with h5py.File(tmp, "w", locking=False) as f:
-            f.create_dataset("names", data=np.array(self.names, dtype=h5py.string_dtype()))
-            _create_array(f, "image_status", (n,), np.uint8)[...] = IMG_UNCHECKED
-            _create_array(f, "image_error", (n,), f"S{ERR_LEN}")[...] = b""
-            for key, value in attrs.items():
-                f.attrs[key] = _json(value)
-        os.replace(tmp, self.path)
+        try:
+            with h5py.File(tmp, "w", locking=False) as f:
+                f.attrs["store_format"] = FORMAT
+                f.create_dataset("names", data=np.array(self.names, dtype=h5py.string_dtype()))
+                _create_array(f, "image_status", (n,), np.uint8)[...] = IMG_UNCHECKED
+                _create_array(f, "image_error", (n,), f"S{ERR_LEN}")[...] = b""
+                for key, value in attrs.items():
+                    f.attrs[key] = _json(value)
+            os.replace(tmp, self.path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot create {self.path} ({os.strerror(err.errno) if err.errno else err}); nothing "
+                             "was written") from None
 
     # -------------------------------------------------------------------------------------------- groups
     def has_group(self, group: str) -> bool:
@@ -101,7 +167,10 @@ class H5Store:
 
     def ensure_group(self, group: str, arrays: dict[str, tuple[tuple[int, ...], str]], attrs: dict,
                      check: Sequence[str] = ()) -> None:
-        """Create ``group`` with per-image ``arrays`` {name: (shape after N, dtype)}, or check its attributes."""
+        """Create ``group`` with per-image ``arrays`` {name: (shape after N, dtype)}, or check its attributes.
+
+        The bytes of the new datasets are reserved on disk first (:func:`reserve`): a full disk stops the command
+        before HDF5 changes anything. A group left incomplete by an older version (no ``status``) is rebuilt."""
         if self.has_group(group):
             g = self.f[group]
             for key in check:
@@ -111,15 +180,26 @@ class H5Store:
                                      f"  asked:  {new}\nUse another --out folder, or delete that group.")
             return
         n = len(self.names)
+        arrays = {**arrays, "crc": ((), "u4"), "error": ((), f"S{ERR_LEN}"), "status": ((), "u1")}
+        need = sum(n * int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for shape, dt in arrays.values())
+        self.f.flush()
+        reserve(self.path, need + MARGIN + PER_DATASET * len(arrays) + 4096 * len(attrs))
+        if group in self.f:  # an incomplete group (a creation interrupted by an older version): start it again
+            del self.f[group]
         g = self.f.require_group(group)
         for name, (shape, dtype) in arrays.items():
-            _create_array(g, name, (n, *shape), dtype)
-        _create_array(g, "error", (n,), f"S{ERR_LEN}")
+            if name != "status":
+                _create_array(g, name, (n, *shape), dtype)
         for key, value in attrs.items():
             g.attrs[key] = _json(value)
         status = _create_array(g, "status", (n,), np.uint8)
         status[...] = TODO  # last: a group exists (has_group) only once complete
         self.f.flush()
+
+    def array_names(self, group: str) -> list[str]:
+        """The per-image result arrays of a group (``status``, ``error`` and ``crc`` excluded)."""
+        return sorted(k for k, v in self.f[group].items() if isinstance(v, h5py.Dataset)
+                      and k not in ("status", "error", "crc"))
 
     def group_attrs(self, group: str) -> dict:
         return {k: json.loads(v) for k, v in self.f[group].attrs.items()}
@@ -133,25 +213,32 @@ class H5Store:
 
     # ------------------------------------------------------------------------------------------- writes
     def write(self, group: str, indices: Sequence[int], **arrays: np.ndarray) -> None:
-        """Write per-image results, flush, then mark them done and flush again (see module docstring)."""
+        """Write per-image results and their CRC, flush, then mark them done and flush again."""
         idx = np.asarray(indices, dtype=np.int64)
         order = np.argsort(idx)
         idx = idx[order]
         g = self.f[group]
-        for name, values in arrays.items():
-            values = np.asarray(values)[order]
-            for run in _runs(idx):
-                g[name][idx[run][0]:idx[run][-1] + 1] = values[run]
+        arrays = {name: np.asarray(values, dtype=g[name].dtype)[order] for name, values in arrays.items()}
+        missing = set(self.array_names(group)) - set(arrays)
+        if missing:
+            raise StoreError(f"{group}: a write must give every array of the group (missing {sorted(missing)})")
+        crc = np.array([row_crc(arrays, k) for k in range(len(idx))], dtype=np.uint32)
+        for run in _runs(idx):
+            a, b = idx[run][0], idx[run][-1] + 1
+            for name, values in arrays.items():
+                g[name][a:b] = values[run]
+            g["crc"][a:b] = crc[run]
+            g["error"][a:b] = b""  # a row done again forgets why it failed before
         self.f.flush()
         for run in _runs(idx):
             g["status"][idx[run][0]:idx[run][-1] + 1] = DONE
         self.f.flush()
 
-    def fail(self, group: str, index: int, reason: str) -> None:
+    def fail(self, group: str, index: int, reason: str, code: int = FAILED) -> None:
         g = self.f[group]
         g["error"][index] = reason.encode("utf-8", "replace")[:ERR_LEN]
         self.f.flush()
-        g["status"][index] = FAILED
+        g["status"][index] = code
         self.f.flush()
 
     def mark_images(self, status: dict[int, tuple[int, str]]) -> None:
@@ -160,7 +247,9 @@ class H5Store:
             self.f["image_status"][i] = code
         self.f.flush()
 
+    # -------------------------------------------------------------------------------------------- reads
     def read(self, group: str, name: str, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Raw rows of one array, unchecked (status, errors, targets; results go through :meth:`read_rows`)."""
         ds = self.f[group][name]
         if indices is None:
             return ds[()]
@@ -169,8 +258,37 @@ class H5Store:
             return ds[idx[0]:idx[-1] + 1]
         return np.stack([ds[i] for i in idx]) if len(idx) else np.empty((0, *ds.shape[1:]), ds.dtype)
 
+    def read_rows(self, group: str, indices: Sequence[int] | None = None,
+                  mark: bool = True) -> tuple[dict[str, np.ndarray], list[int]]:
+        """``({array: rows}, bad)``: the rows ``indices`` (default: every done row) of every array of the group,
+        and the done rows among them whose CRC does not match their bytes. With ``mark`` (a writable store), those
+        rows are marked ``CORRUPT`` so the next run of their stage recomputes them."""
+        st = self.status(group)
+        idx = np.flatnonzero(st == DONE) if indices is None else np.asarray(indices, dtype=np.int64)
+        names = self.array_names(group)
+        arrays = {name: self.read(group, name, idx) for name in names}
+        crcs = self.read(group, "crc", idx)
+        bad = [int(i) for k, i in enumerate(idx) if st[i] == DONE and row_crc(arrays, k) != int(crcs[k])]
+        if bad and mark and self.f.mode == "r+":
+            for i in bad:
+                self.fail(group, i, "checksum mismatch: the stored bytes changed after they were written",
+                          code=CORRUPT)
+        return arrays, bad
+
+    def verify(self, group: str, indices: Sequence[int] | None = None, mark: bool = True,
+               block: int = 64) -> list[int]:
+        """The done rows of ``group`` (or of ``indices``) whose CRC does not match, read ``block`` rows at a time
+        (marked ``CORRUPT`` with ``mark`` on a writable store)."""
+        st = self.status(group)
+        rows = np.flatnonzero(st == DONE) if indices is None else [i for i in indices if st[i] == DONE]
+        rows = np.asarray(rows, dtype=np.int64)
+        bad = []
+        for start in range(0, len(rows), block):
+            bad += self.read_rows(group, rows[start:start + block], mark=mark)[1]
+        return bad
+
     def attrs(self) -> dict:
-        return {k: json.loads(v) for k, v in self.f.attrs.items()}
+        return {k: json.loads(v) for k, v in self.f.attrs.items() if k != "store_format"}
 
     def close(self) -> None:
         if getattr(self, "f", None) is not None:
@@ -193,30 +311,132 @@ def _runs(sorted_idx: np.ndarray) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def move_aside(path: Path, why: str) -> Path | None:
+    """Rename a bad file to ``<name>.<why>-<time>`` (kept for inspection, never read again)."""
+    if not path.exists():
+        return None
+    dest = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    os.replace(path, dest)
+    return dest
+
+
+def repair(path: Path) -> list[str]:
+    """Salvage a damaged store: every group whose arrays, CRC, errors and status still read, with its done rows that
+    verify (done), its failed rows (failed) and its rows that fail their CRC (corrupt), into a new file that
+    replaces ``path``; the damaged file is moved aside. A file HDF5 cannot open at all is moved aside (nothing can
+    be salvaged: the next run recomputes, a sharded run's merge rebuilds it). Returns what was done, line by line."""
+    path = Path(path)
+    lines = []
+    try:
+        src = h5py.File(path, "r", locking=False)
+        names = [_decode(n) for n in src["names"][()]]
+    except (OSError, KeyError) as err:
+        moved = move_aside(path, "damaged")
+        return [f"{path}: not readable at all ({err}); moved aside to {moved.name}; nothing salvaged (the next run "
+                "recomputes it; a sharded run's `merge` rebuilds it from the shards)"]
+    tmp = path.with_name(path.name + ".repair")
+    try:
+        reserve_like = path.stat().st_size
+        with src, h5py.File(tmp, "w", locking=False) as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            dst.attrs["store_format"] = FORMAT
+            dst.create_dataset("names", data=np.array(names, dtype=h5py.string_dtype()))
+            for name in ("image_status", "image_error"):
+                try:
+                    data = src[name][()]
+                except (OSError, KeyError):
+                    data = np.zeros(len(names), np.uint8) if name == "image_status" else np.full(len(names), b"",
+                                                                                              f"S{ERR_LEN}")
+                    lines.append(f"{path.name}: {name} unreadable: images will be checked again")
+                _create_array(dst, name, data.shape, data.dtype)[...] = data
+            groups = []
+            src.visititems(lambda n, o: groups.append(n) if isinstance(o, h5py.Group) and n != "" else None)
+            for group in groups:
+                lines.append(_salvage_group(src, dst, group, len(names), path.name))
+            lines = [x for x in lines if x]
+        os.replace(path, moved := path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"))
+        os.replace(tmp, path)
+        lines.append(f"{path}: rebuilt from what could be read ({reserve_like / 2**20:.1f} MiB before); the damaged "
+                     f"file is kept as {moved.name}")
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        lines.append(f"{path}: could not write the repaired copy ({err}); the file is unchanged")
+    return lines
+
+
+def _salvage_group(src: h5py.File, dst: h5py.File, group: str, n: int, fname: str) -> str:
+    g = src[group]
+    datasets = {k: v for k, v in g.items() if isinstance(v, h5py.Dataset)}
+    if not datasets:
+        return ""  # a parent group (maps/, insertion/): its children are salvaged on their own
+    if "status" not in datasets:
+        return f"{fname}:{group}: incomplete (no status): dropped; recomputed by the next run"
+    try:
+        data = {k: v[()] for k, v in datasets.items()}
+        attrs = dict(g.attrs)
+    except (OSError, KeyError) as err:
+        return f"{fname}:{group}: unreadable ({err}): dropped; recomputed by the next run"
+    st = data.pop("status")
+    err = data.pop("error", np.full(n, b"", f"S{ERR_LEN}"))
+    crc = data.pop("crc", None)
+    out = dst.require_group(group)
+    for k, v in attrs.items():
+        out.attrs[k] = v
+    for k, v in data.items():
+        _create_array(out, k, v.shape, v.dtype)[...] = v
+    new_st = st.copy()
+    corrupt = []
+    for i in np.flatnonzero(st == DONE):
+        if crc is None or row_crc(data, i) != int(crc[i]):
+            new_st[i] = CORRUPT
+            err[i] = b"checksum mismatch: the stored bytes changed after they were written"
+            corrupt.append(i)
+    _create_array(out, "crc", (n,), np.uint32)[...] = crc if crc is not None else np.zeros(n, np.uint32)
+    _create_array(out, "error", (n,), f"S{ERR_LEN}")[...] = err
+    _create_array(out, "status", (n,), np.uint8)[...] = new_st
+    done = int((new_st == DONE).sum())
+    return (f"{fname}:{group}: {done} done row(s) kept" + (f", {len(corrupt)} failed their checksum (to recompute)"
+                                                          if corrupt else ""))
+
+
 class RunLock:
-    """Exclusive lock on a run folder (``flock``: released by the kernel even when the process is killed)."""
+    """Exclusive lock on a run folder (``flock``: released by the kernel even when the process is killed).
+
+    Re-entrant within a process: a command takes the lock of its folder for its whole life, and the stages it runs
+    take it again without blocking themselves; another process is refused for as long as the command runs."""
+
+    _held: dict[str, list] = {}  # path -> [fd, depth]
 
     def __init__(self, folder: str | os.PathLike):
         self.path = Path(folder) / ".lock"
-        self.fd = None
+        self.key = str(self.path.resolve())
 
     def __enter__(self):
+        held = RunLock._held.get(self.key)
+        if held is not None:
+            held[1] += 1
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self.fd)
-            self.fd = None
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise StoreError(f"another benchmark process (pid {holder}) is writing {self.path.parent}; wait for it "
                              "to finish or use another --out folder") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        RunLock._held[self.key] = [fd, 1]
         return self
 
     def __exit__(self, *exc):
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        held = RunLock._held.get(self.key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del RunLock._held[self.key]
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            os.close(held[0])

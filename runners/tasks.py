@@ -33,7 +33,7 @@ from .factory import build_methods, build_metric
 from .maps import MapsStage
 from .report import StageReport
 from .scoring import MetricsStage
-from .store import IMG_OK, H5Store, StoreError
+from .store import IMG_OK, H5Store, StoreError, move_aside
 
 LOCK_WAIT_S = float(os.environ.get("BENCHMARK_SHARD_LOCK_WAIT", "1800"))
 
@@ -78,6 +78,13 @@ class RowView:
 
     def status(self, group: str):
         return self.store.status(group)[self.rows]
+
+    def read_rows(self, group: str, indices=None, mark: bool = True):
+        """Rows ``indices`` (local) through the store's CRC check; bad rows are returned as local rows."""
+        rows = self.rows if indices is None else [self.rows[k] for k in indices]
+        values, bad = self.store.read_rows(group, rows, mark=False)
+        local = {r: k for k, r in enumerate(self.rows)}
+        return values, [local[i] for i in bad]
 
     def read(self, group: str, name: str, indices=None):
         return self.store.read(group, name, self.rows if indices is None else [self.rows[k] for k in indices])
@@ -150,7 +157,7 @@ def _open_part(paths: sh.ShardPaths, view, task: Task, log) -> H5Store:
         try:
             return H5Store(paths.part, view.source.names, attrs, check_attrs=["protocol", "config_hash"])
         except StoreError as err:
-            moved = sh.move_aside(paths.part, "stale" if "different" in str(err) else "corrupt")
+            moved = move_aside(paths.part, "stale" if "different" in str(err) else "corrupt")
             log(f"{paths.part.name}: {str(err).splitlines()[0]}; moved aside to {moved.name}, starting afresh")
     paths.folder.mkdir(parents=True, exist_ok=True)
     return H5Store(paths.part, view.source.names, attrs, check_attrs=["protocol", "config_hash"])

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+# one measurement cache (pass sizes) for the whole suite, its subprocesses included, apart from the user's
+os.environ["BENCHMARK_CACHE"] = tempfile.mkdtemp(prefix="benchmark-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -175,7 +175,7 @@ def test_faulty_methods_are_recorded_per_image_and_the_tables_count_images(tmp_p
             assert s.errors(f"maps/{m}") == {"coffee.png": reason}
     table = faithfulness_table(ctx.run_dir / "csv", ctx.tag)
     assert sorted(table["method"]) == sorted(methods) and (table["n_ins"] == 1).all()
-    text = status_text(ctx.run_dir)
+    text, _ = status_text(ctx.run_dir)
     assert "maps/const_on_coffee: 1 done, 0 missing, 1 failed" in text
     assert "failed x1: constant map (no ranking)" in text and "e.g. on coffee.png" in text
     assert "maps: 8 finished" in text

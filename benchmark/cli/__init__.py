@@ -5,6 +5,7 @@ never a traceback."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -18,6 +19,18 @@ EXAMPLES = """examples:
   python -m benchmark sanity --model vgg16 --methods pcampm,gradcam --images 3      # cascading randomisation
   python -m benchmark methods                                                      # what can be computed
 """
+
+
+def os_error_message(err: OSError) -> str:
+    """What a file-system error means for the user, and what to do."""
+    where = f" ({err.filename})" if err.filename else ""
+    text = f"{err.strerror or err}{where}"
+    if err.errno == errno.ENOSPC or err.errno == errno.EFBIG:
+        return (f"{text}: the disk is full. Every result stored so far is intact (stores and files are written "
+                "so that a failed write changes nothing); free some space and run the same command again")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{text}: cannot write there; give a writable --out folder"
+    return text
 
 
 def _load(spec: str):
@@ -51,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return _load(args.handler)(args)
     except (DataError, ModelError, MethodError, MetricError, StoreError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the file system said no: a read-only or full disk, a lost mount
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: everything finished so far is stored; run the same command again to resume",

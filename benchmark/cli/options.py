@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a clear usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
 # name -> (flags, argparse keyword arguments); a command may override a default or a help text
 OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "model": (("--model",), dict(default="vgg16", help="vgg16, resnet50, efficientnet_lite0, calm_[em_|ml_]<backbone> "
@@ -15,7 +27,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                                "scikit-image (default: $BENCHMARK_DATA, else demo)")),
     "image_list": (("--image-list",), dict(default=None, help="file with one image name per line (default with "
                                            "--data DIR: image_lists/ilsvrc2012_val_2000.txt)")),
-    "limit": (("--limit",), dict(type=int, default=None, help="only the first N images of the list")),
+    "limit": (("--limit",), dict(type=positive_int, default=None, help="only the first N images of the list")),
     "methods": (("--methods",), dict(default=None, help="comma-separated method ids (default: all registered "
                                      "methods applicable to the model)")),
     "metrics": (("--metrics",), dict(default=None, help="comma-separated metric ids (default: insertion,deletion)")),
@@ -24,9 +36,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "profile": (("--profile",), dict(default="paper", choices=["paper", "quick"], help="paper (the reference "
                                      "protocol, default) or quick (the methods' and metrics' cheaper parameters)")),
     "seed": (("--seed",), dict(type=int, default=0, help="seed of every random draw (default: 0)")),
-    "batch_size": (("--batch-size",), dict(type=int, default=None, help="model inputs per forward pass, the memory "
-                                           "bound (default: 32 on CPU, 128 on GPU; deterministic work uses the "
-                                           "model's tuned fastest size)")),
+    "batch_size": (("--batch-size",), dict(type=positive_int, default=None, help="model inputs per forward pass, "
+                                           "the memory bound (default: 32 on CPU, 128 on GPU; deterministic work "
+                                           "uses the model's tuned fastest size)")),
     "precision": (("--precision",), dict(default="fp32", choices=["fp32", "tf32", "bf16"], help="fp32 (the paper "
                                          "protocol, default), tf32 (CUDA matmuls/convolutions in TF32) or bf16 "
                                          "(autocast); recorded in the protocol, never mixed in one store")),
@@ -49,13 +61,14 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                                        "process) or ray (Ray tasks: one GPU each on CUDA, else --threads CPUs each)")),
     "ray_address": (("--ray-address",), dict(default=None, help="auto or HOST:PORT of a running Ray cluster "
                                              "(default: start a local Ray with --workers workers)")),
-    "workers": (("--workers",), dict(type=int, default=None, help="workers of a local Ray (default: the CPU count, "
-                                     "or the GPU count on CUDA)")),
-    "shards": (("--shards",), dict(type=int, default=None, help="image shards per method (default: --workers, or "
-                                   "1); several shards go through shard stores and a merge")),
+    "workers": (("--workers",), dict(type=positive_int, default=None, help="workers of a local Ray (default: the "
+                                     "CPU count, or the GPU count on CUDA)")),
+    "shards": (("--shards",), dict(type=positive_int, default=None, help="image shards per method (default: "
+                                   "--workers, or 1); several shards go through shard stores and a merge")),
     "shard": (("--shard",), dict(default=None, metavar="I/N", help="compute only shard I of N (0-based; e.g. one "
                                  "Slurm array job each), then `merge`")),
-    "threads": (("--threads",), dict(type=int, default=None, help="torch threads per task (default: 1 with Ray)")),
+    "threads": (("--threads",), dict(type=positive_int, default=None, help="torch threads per task (default: 1 "
+                                     "with Ray)")),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
+from runners.store import RunLock
+
 from .options import csv_list, run_config
+
+
+def _lock(folder: Path):
+    """The folder's lock (a missing folder is not created: the command then says there are no results)."""
+    return RunLock(folder) if folder.is_dir() else contextlib.nullcontext()
 
 
 def _results_folder(args) -> Path:
@@ -19,11 +28,12 @@ def cmd_tables(args) -> int:
     from runners.context import model_tag
 
     folder = _results_folder(args)
-    if args.model:
-        built = build_tables(folder, model_tag(args.model, args.weights))
-    else:
-        built = build_results_tables(folder)
-        print("models: " + ", ".join(r.tag for r in built["runs"]))
+    with _lock(folder):  # no two commands write the tables of one folder at once
+        if args.model:
+            built = build_tables(folder, model_tag(args.model, args.weights))
+        else:
+            built = build_results_tables(folder)
+            print("models: " + ", ".join(r.tag for r in built["runs"]))
     print(built["markdown"].read_text())
     print(f"tables (CSV, Markdown, LaTeX) written to {built['markdown'].parent}")
     return 0
@@ -32,7 +42,9 @@ def cmd_tables(args) -> int:
 def cmd_report(args) -> int:
     from benchmark.outputs.report import build_report
 
-    path = build_report(_results_folder(args), n_map_images=args.images)
+    folder = _results_folder(args)
+    with _lock(folder):
+        path = build_report(folder, n_map_images=args.images)
     print(f"report: {path} (and {path.with_suffix('.html').name}; figures in {path.parent / 'figures'})")
     return 0
 
@@ -42,16 +54,22 @@ def report_arguments(p) -> None:
 
 
 def cmd_status(args) -> int:
+    """Exit status 0 when nothing is damaged, 1 when something is (after ``--repair``: when it could not be fixed)."""
     from runners.status import status_text
 
-    print(status_text(args.folder, verify=not args.no_verify))
-    return 0
+    text, code = status_text(args.folder, verify=not args.no_verify, repair=args.repair)
+    print(text)
+    return code
 
 
 def status_arguments(p) -> None:
     p.add_argument("folder", nargs="?", default="results", help="a run folder or a folder of them (default: "
                    "results)")
-    p.add_argument("--no-verify", action="store_true", help="do not re-hash the shard files (faster)")
+    p.add_argument("--no-verify", action="store_true", help="do not check the stored rows' checksums and the shard "
+                   "files' sha256 (faster)")
+    p.add_argument("--repair", action="store_true", help="salvage damaged stores: a store that cannot be read is "
+                   "rebuilt from what can (the damaged file is kept aside); rows failing their checksum are marked "
+                   "to be recomputed by the next run")
 
 
 def cmd_export(args) -> int:
@@ -61,7 +79,7 @@ def cmd_export(args) -> int:
     ctx = RunContext(run_config(args))
     out = Path(args.to) if args.to else ctx.run_dir / "npz"
     with ctx.lock(), ctx.open_maps(mode="r") as store:
-        paths = export_npz(store, ctx.tag, out, csv_list(args.methods))
+        paths = export_npz(store, ctx.tag, out, csv_list(args.methods), log=lambda m: print(m, file=sys.stderr))
     for p in paths:
         print(p)
     return 0

@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 import time
 
-from .options import csv_list, run_config
+from runners.store import RunLock
+
+from .options import csv_list, positive_int, run_config
 
 
 def _context(args):
+    """The run context of the parsed options."""
     from runners.context import RunContext
 
     return RunContext(run_config(args))
@@ -72,9 +75,24 @@ def _sharded(ctx, command: str) -> int:
             from benchmark.outputs.tables import build_tables
 
             print(build_tables(ctx.run_dir, ctx.tag)["markdown"].read_text())
-            _report(ctx, "(the sanity check is not sharded: run `python -m benchmark sanity` with the same options)")
+            _report_locked(ctx, "(the sanity check is not sharded: run `python -m benchmark sanity` with the same "
+                                "options)")
     ok = not res["errors"] and all(r.ok for r in res["reports"].values())
     return 0 if ok else 1
+
+
+def _report_locked(ctx, note: str = ""):
+    """The report of the results folder, which every model of it shares: built under that folder's lock, or left
+    to `python -m benchmark report` when another process holds it (this run's results are all stored)."""
+    from runners.store import StoreError
+
+    try:
+        with RunLock(ctx.run_dir.parent):
+            return _report(ctx, note)
+    except StoreError as err:
+        print(f"the report was not rebuilt ({err}); run `python -m benchmark report` once it is free",
+              file=sys.stderr)
+        return None
 
 
 def _report(ctx, note: str = ""):
@@ -167,19 +185,25 @@ def cmd_run(args) -> int:
           f"device {ctx.device}; results in {ctx.run_dir}")
     if ctx.source.description.startswith("demo"):
         print("no --data given: using the embedded demo photos (pass --data DIR for ILSVRC2012 val)")
-    maps = run_maps(ctx)
-    print_report(maps, "maps")
-    metrics = run_metrics(ctx, map_ids=maps.produced)
-    print_report(metrics, "metrics")
-    sanity = _sanity_in_run(ctx, maps.produced)
-    paths = build_tables(ctx.run_dir, ctx.tag)
-    print_failures(maps, "maps")
-    print_failures(metrics, "metric")
-    if sanity is not None:
-        print_failures(sanity, "sanity check")
-    print()
-    print(paths["markdown"].read_text())
-    report = _report(ctx)
+    with ctx.lock():  # one lock for the whole command: no second process writes this folder meanwhile
+        maps = run_maps(ctx)
+        print_report(maps, "maps")
+        metrics = run_metrics(ctx, map_ids=maps.produced)
+        if metrics.corrupt_maps:  # stored maps that failed their checksum: computed again, then scored
+            print(f"maps failing their checksum while scoring: {dict(metrics.corrupt_maps)}; computing them again")
+            maps = run_maps(ctx)
+            print_report(maps, "maps (again)")
+            metrics = run_metrics(ctx, map_ids=maps.produced)
+        print_report(metrics, "metrics")
+        sanity = _sanity_in_run(ctx, maps.produced)
+        paths = build_tables(ctx.run_dir, ctx.tag)
+        print_failures(maps, "maps")
+        print_failures(metrics, "metric")
+        if sanity is not None:
+            print_failures(sanity, "sanity check")
+        print()
+        print(paths["markdown"].read_text())
+        report = _report_locked(ctx)
     print(f"done in {time.perf_counter() - t0:.0f} s. Tables: {paths['markdown']}; CSV: {ctx.run_dir / 'csv'}; "
           f"maps: {ctx.run_dir / 'maps.h5'}" + (f"; report: {report}" if report else ""))
     return 0 if maps.ok and metrics.ok and (sanity is None or sanity.ok) else 1
@@ -197,26 +221,30 @@ def cmd_sanity(args) -> int:
 
 
 def sanity_arguments(p) -> None:
-    p.add_argument("--images", type=int, default=None, help="the first N usable images of the run (default: the "
-                   "profile's sanity_images: paper 8, quick 2)")
+    p.add_argument("--images", type=positive_int, default=None, help="the first N usable images of the run "
+                   "(default: the profile's sanity_images: paper 8, quick 2)")
     p.add_argument("--conventions", default=None, help="original_top1 (explain the trained model's class, Adebayo "
                    "et al.), randomised_top1 (the randomised model's own top-1, the Poly-CAM reference code), or "
                    "both comma-separated (default: both)")
 
 
 def cmd_merge(args) -> int:
-    """``merge``: every finished shard of this configuration into the model stores, CSV files, tables."""
+    """``merge``: every finished shard of this configuration into the model stores, CSV files, tables. Exit status 1
+    when a shard could not be merged (its reason is printed)."""
     from benchmark.outputs.tables import build_tables
     from runners.sharded import merge
     from runners.status import status_text
-    from runners.store import RunLock
 
     ctx = _context(args)
-    with RunLock(ctx.run_dir):
-        counts = merge(ctx)
-    print(f"merged into {ctx.run_dir}: {counts['clean']} clean rows, {counts['maps']} map rows, "
-          f"{counts['metrics']} metric rows, {counts['csv']} CSV file pair(s)")
-    if counts["csv"]:
-        print(build_tables(ctx.run_dir, ctx.tag)["markdown"].read_text())
-    print(status_text(ctx.run_dir, verify=False))
+    with ctx.lock():
+        counts = merge(ctx, log=lambda msg: print(msg, file=sys.stderr))
+        print(f"merged into {ctx.run_dir}: {counts['clean']} clean rows, {counts['maps']} map rows, "
+              f"{counts['metrics']} metric rows, {counts['csv']} CSV file pair(s)")
+        if counts["csv"]:
+            print(build_tables(ctx.run_dir, ctx.tag)["markdown"].read_text())
+    print(status_text(ctx.run_dir, verify=False)[0])
+    if counts["not_merged"]:
+        print(f"{len(counts['not_merged'])} shard(s) not merged (listed above): run the same sharded command again "
+              "to recompute them, then `merge`", file=sys.stderr)
+        return 1
     return 0

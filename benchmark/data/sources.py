@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import DataError
-from .lists import DEFAULT_LIST, read_image_list
+from .lists import DEFAULT_LIST, check_names, name_problem, read_image_list
 from .preprocess import to_rgb
 
 DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
@@ -56,11 +56,14 @@ class FolderSource(ImageSource):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"data folder {self.root} does not exist (set --data DIR or ${DATA_ENV})")
+        check_names(list(names), f"images of {self.root}")
         self.names = list(names)
         self.description = f"folder {self.root} ({len(self.names)} listed images)"
         self._index: dict[str, Path] | None = None
 
     def path(self, name: str) -> Path | None:
+        if name_problem(name):  # names come checked from the list; this guards any other caller
+            raise DataError(f"{name!r} is not a relative path inside {self.root}")
         direct = self.root / name
         if direct.is_file():
             return direct

@@ -54,7 +54,7 @@ from .bundle import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, ModelBundl
 from .classifiers import load_classifier
 from .layers import discover_layers, layer_resolutions
 from .tv_compat import import_torchvision
-from .weights import weights_file_sha256
+from .weights import state_dict_sha256, weights_file_sha256
 
 LOSSES = ("em", "ml")
 FEATURE_MAPS = ("large", "reference", "standard")
@@ -417,7 +417,7 @@ def load_calm_model(name: str, weights: str, device="cpu", seed: int = 0, channe
             net = build_calm(arch, loss, weights, device="cpu", seed=seed)
             info = {"layout": "init", "loss": loss, "backbone": arch, "feature_map": net.feature_map,
                     "base_weights": weights}
-            sha = None
+            sha = state_dict_sha256(net)
         else:
             net, info = calm_from_checkpoint(weights, loss, arch, device="cpu")
             sha = weights_file_sha256(weights)

@@ -13,7 +13,7 @@ from .bundle import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, ModelBundl
 from .efficientnet import efficientnet_lite0
 from .layers import PRESETS, discover_layers, find_gap_linear_head
 from .tv_compat import import_torchvision
-from .weights import load_state_dict, weights_file_sha256
+from .weights import load_state_dict, weights_identity
 
 
 def torchvision_classifiers() -> list[str]:
@@ -56,7 +56,7 @@ def _torchvision_model(name: str, weights: str) -> tuple[nn.Module, str | None]:
 
 
 def load_classifier(name: str, weights: str = "imagenet", device: str | torch.device = "cpu", seed: int = 0,
-               channels_last: bool = True) -> ModelBundle:
+                    channels_last: bool = True) -> ModelBundle:
     """Build the classifier, load its weights (``imagenet``, ``random`` with ``seed``, or a state-dict file)."""
     if weights == "random":
         torch.manual_seed(seed)
@@ -70,6 +70,7 @@ def load_classifier(name: str, weights: str = "imagenet", device: str | torch.de
         net, path = _torchvision_model(name, weights)
         mean, std, fc = IMAGENET_MEAN, IMAGENET_STD, None
     net = net.eval().requires_grad_(False)
+    sha = weights_identity(net, path)
     device = torch.device(device)
     net = net.to(device)
     if channels_last:
@@ -83,7 +84,7 @@ def load_classifier(name: str, weights: str = "imagenet", device: str | torch.de
             fc = find_gap_linear_head(net)
     num_classes = _num_classes(net, device)
     return ModelBundle(name=name, net=net, mean=mean, std=std, weights=weights,
-                       weights_sha256=weights_file_sha256(path) if path and weights != "imagenet" else None,
+                       weights_sha256=sha,
                        layer_sets=layer_sets, polycam_preset=preset, fc=fc, device=device, num_classes=num_classes)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -32,3 +33,20 @@ def load_state_dict(path: str) -> dict:
 def weights_file_sha256(path: str) -> str:
     """sha256 of a weights file's bytes."""
     return sha256_file(path)
+
+
+def state_dict_sha256(net: torch.nn.Module) -> str:
+    """sha256 of a network's parameters and buffers: every tensor of its state dict, in key order, as its name,
+    dtype, shape and CPU bytes. The identity of weights that come from no file (``--weights random``)."""
+    h = hashlib.sha256()
+    for key, t in sorted(net.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_identity(net: torch.nn.Module, path: str | None) -> str:
+    """The sha256 that identifies the weights of ``net``: of its file when it was loaded from one, else of its
+    tensors. Stores record it in their protocol, so results of other weights at the same path are never mixed."""
+    return weights_file_sha256(path) if path else state_dict_sha256(net)

@@ -318,8 +318,10 @@ def significance_figure(comparison: dict, path: Path, model: str, metric: str, h
     ax_d.grid(alpha=0.3)
     ax_d.margins(x=0.25)
     arrow = "higher is better" if higher_is_better else "lower is better"
+    few = (f"\nwith n = {c['n']} images no difference can be significant (smallest two-sided Wilcoxon p = "
+           f"2 / 2^{c['n']} = {2.0 / 2 ** c['n']:.3g})") if 0 < c["n"] <= 10 and 2.0 / 2 ** c["n"] >= c["alpha"] else ""
     fig.suptitle(f"{metric} ({arrow}), {model}: n = {c['n']} images (every method has them), bootstrap {resamples} "
-                 f"resamples, seed {seed}", fontsize=10)
+                 f"resamples, seed {seed}{few}", fontsize=10)
     return _save(fig, path)
 
 

@@ -210,3 +210,17 @@ def test_report_shows_long_pairwise_tables_as_the_best_against_every_other(tmp_p
     shown = _report_table(t)
     assert [r[:2] for r in shown.rows] == [["m10", f"m{j:02d}"] for j in range(9, -1, -1)]
     assert "10 of 55 pairs" in shown.notes[-1] and len(t.rows) == 55  # the written table keeps every pair
+
+
+def test_nothing_to_compare_is_said_not_guessed(tmp_path):
+    """One method with values and one with empty CSV files: intervals where there are 2 images, no ranks or pairwise
+    tables, and the reason listed."""
+    root = fabricate(tmp_path / "quick", {"rise": {"a": 0.5, "b": 0.1}}, {"rise": {"a": 0.2}})
+    csv = root / TAG / "csv"
+    (csv / f"ins_auc_{TAG}_gradcam.csv").write_text(",0\n")
+    (csv / f"del_auc_{TAG}_gradcam.csv").write_text(",0\n")
+    built = build_results_tables(root, resamples=50)
+    assert "ranks" not in built["tables"] and not any(k.startswith("pairwise_") for k in built["tables"])
+    assert any(m.startswith("ranks and pairwise tables:") for m in built["missing"])
+    assert built["tables"]["table4"].rows[0][:5] == ["rise", "2/1/1", "0.300 ± 0.200 [0.100, 0.500]", "0.200",
+                                                     "0.300"]

@@ -57,7 +57,7 @@ def faithfulness_analysis(ins: dict[str, pd.Series], dele: dict[str, pd.Series],
 
     def add(key, arr):
         start = sum(b.shape[1] for b in blocks)
-        blocks.append(np.asarray(arr, dtype=np.float64).reshape(len(names), -1))
+        blocks.append(np.asarray(arr, dtype=np.float64))  # [images, columns]
         layout[key] = slice(start, start + blocks[-1].shape[1])
 
     for metric, f in per_metric.items():

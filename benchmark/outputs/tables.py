@@ -711,7 +711,10 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False,
     faith = faithfulness_tables(runs, expect_paper_models, analyses)
     tables["table1"], tables["table4"] = faith["table1"], faith["table4"]
     ranks = ranks_table(runs, analyses)
-    if ranks is not None:
+    if ranks is None:
+        missing.append("ranks and pairwise tables: no model has two methods with insertion/deletion values on common "
+                       "images")
+    else:
         tables["ranks"] = ranks
     tables.update(pairwise_tables(runs, analyses))
     for r in runs:

@@ -84,11 +84,14 @@ def test_report_lists_every_table_and_figure(run_dir, capsys):
     text = path.read_text()
     for title in ("Table 1 (ours vs paper)", "Table 4 (ours vs paper)", "Tables 2-3", "Cascading randomisation",
                   "Provenance", "What is missing", "Mean insertion (top) and deletion (bottom) curves",
-                  "Figures 11-12", "Figures 3/5", "cf. Figures 26-28"):
+                  "Figures 11-12", "Figures 3/5", "cf. Figures 26-28", "How to read the statistics",
+                  "Mean ranks and the best group", "Pairwise comparison: Insertion ↑, efficientnet_lite0",
+                  "Pairwise comparison: Ins-Del ↑, efficientnet_lite0", "Which differences are real (Deletion)"):
         assert title in text
     figs = sorted((run_dir.parent / "figures").glob("*.png"))
     assert [f.name for f in figs] == [f"{k}_efficientnet_lite0.png" for k in ("ablation", "curves", "maps",
-                                                                             "randomisation")]
+                                                                             "randomisation")] + \
+        [f"significance_efficientnet_lite0_{m}.png" for m in ("deletion", "ins_del", "insertion")]
     for f in figs:
         assert f"](figures/{f.name})" in text
         check_png(f, min_kb=30 if f.name.startswith("maps") else 10)
@@ -99,4 +102,4 @@ def test_report_lists_every_table_and_figure(run_dir, capsys):
     html = (run_dir.parent / "report.html").read_text()
     assert "Cascading randomisation grid (paper Figures 26-28) - efficientnet_lite0, chelsea" in text
     assert "](efficientnet_lite0/figures/randomisation_efficientnet_lite0_chelsea.png)" in text
-    assert html.count("<img ") == 5 and "<table>" in html
+    assert html.count("<img ") == 8 and "<table>" in html

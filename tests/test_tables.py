@@ -89,10 +89,17 @@ def test_table4_exact_means_se_n_and_paper_columns(results):
     assert g.paper_insertion != pytest.approx(g.insertion)
     assert np.isnan(df.loc[("vgg16", "my_method")].paper_insertion)
     md = (results / "tables" / "faithfulness.md").read_text()
-    assert ("| gradcam | 2 | 0.200 ± 0.100 | 0.100 ± 0.050 | 0.100 ± 0.050 | 0.58 / 0.18 / 0.40 | 2 | 0.600 ± 0.000"
-            in md)
-    assert "| pcampm | 3/2/2 | 0.700 ± 0.115 |" in md
-    assert "| my_method | 1 | 0.400 | 0.100 | 0.300 |" in md  # n = 1: no SE
+    # 95 % bootstrap interval of a mean of 2 values: the resampled means are v1, (v1 + v2) / 2, v2
+    # (p = 1/4, 1/2, 1/4), so the 2.5th and 97.5th percentiles are v1 and v2. my_method has 1 image, so the
+    # comparison is on that image only: nothing is distinguishable, every vgg16 method is in the best group
+    assert ("| gradcam | 2 | 0.200 ± 0.100 [0.100, 0.300] ≈best | 0.100 ± 0.050 [0.050, 0.150] ≈best | "
+            "0.100 ± 0.050 [0.050, 0.150] ≈best | 0.58 / 0.18 / 0.40 | 2 | 0.600 ± 0.000 [0.600, 0.600] |" in md)
+    assert "| pcampm | 3/2/2 | 0.700 ± 0.115 [0.500, 0.900] ≈best |" in md
+    assert "| my_method | 1 | 0.400 ≈best | 0.100 ≈best | 0.300 ≈best |" in md  # n = 1: no SE, no interval
+    assert (g.insertion_ci_low, g.insertion_ci_high) == (pytest.approx(0.1), pytest.approx(0.3))
+    assert (g.bootstrap_seed, g.bootstrap_resamples, g.ci_level) == (0, 10000, 0.95)
+    assert g.insertion_group == "not distinguishable from the best" and r.insertion_group == ""  # 1 method
+    assert "10000 resamples, seed 0" in md
     assert "VGG16 paper Ins / Del / Ins-Del" in md and "ResNet50 paper Ins / Del / Ins-Del" in md
     assert "profile `quick`" in md and "16 insertion/deletion steps" in md
     # paper rows we did not compute are shown with the published values and listed as missing
@@ -154,7 +161,7 @@ def test_tables_2_3_from_ablation_csvs(results):
     assert np.isnan(df.loc["pcampm_nolnorm", "paper_insertion"])  # B.2 has no published number
     assert any("PCAM+" in m for m in t.missing)  # pcamp ablations absent
     md = (results / "tables" / "ablation_vgg16.md").read_text()
-    assert "| PCAM± | l5 features.29 | pcampm_step1 | 2 | 0.200 ± 0.100 |" in md
+    assert "| PCAM± | l5 features.29 | pcampm_step1 | 2 | 0.200 ± 0.100 [0.100, 0.300] |" in md
 
 
 def test_published_ablation_rows_are_consistent_with_table1():
@@ -177,7 +184,8 @@ def test_table5_from_sens_csvs(results):
     assert df.loc[("vgg16", "pcampm"), "max_sensitivity_se"] == pytest.approx(0.5)
     assert df.loc[("vgg16", "gradcam"), "paper_max_sensitivity"] == 0.0625
     assert "resnet50: no max-sensitivity CSV (sens_resnet50_<method>.csv)" in t.missing
-    assert "| gradcam | 2 | 2.0000 ± 1.0000 | 0.0625 |" in t.markdown()
+    assert "| gradcam | 2 | 2.0000 ± 1.0000 [1.0000, 3.0000] | 0.0625 |" in t.markdown()
+    assert df.loc[("vgg16", "gradcam"), ["max_sensitivity_ci_low", "max_sensitivity_ci_high"]].tolist() == [1.0, 3.0]
 
 
 def test_remove_and_classify_ratios_from_rc_details(results):
@@ -218,7 +226,8 @@ def test_randomisation_summary(results):
     assert last["ssim"] == pytest.approx(0.2) and last["hog"] == pytest.approx(0.1)
     assert df.loc[("vgg16", "gradcam", "randomised_top1", 1), "spearman"] == pytest.approx(0.7)
     assert t.rows[0][:5] == ["vgg16", "gradcam", "original_top1", "2 (features.28)", "2"]
-    assert t.rows[0][5] == "0.400 ± 0.200"
+    assert t.rows[0][5] == "0.400 ± 0.200 [0.200, 0.600]"
+    assert (last["spearman_ci_low"], last["spearman_ci_high"]) == (pytest.approx(0.2), pytest.approx(0.6))
     assert "resnet50: no randomisation_resnet50.csv" in t.missing
 
 

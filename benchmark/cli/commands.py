@@ -51,7 +51,7 @@ COMMANDS = [
     Command("status", "what a results folder holds: done, missing, failed (with the reason)",
             "benchmark.cli.results:cmd_status", (), "benchmark.cli.results:status_arguments"),
     Command("tables", "rebuild the paper's tables from the CSV files alone", "benchmark.cli.results:cmd_tables",
-            ("results",), None, _RESULTS),
+            ("results",), "benchmark.cli.results:tables_arguments", _RESULTS),
     Command("report", "write report.md/.html: every table and figure of a run", "benchmark.cli.results:cmd_report",
             ("results",), "benchmark.cli.results:report_arguments", _RESULTS),
     Command("methods", "list the registered methods", "benchmark.cli.info:cmd_methods", ("plugin",),

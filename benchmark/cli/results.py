@@ -28,11 +28,12 @@ def cmd_tables(args) -> int:
     from runners.context import model_tag
 
     folder = _results_folder(args)
+    boot = {"seed": args.bootstrap_seed, "resamples": args.bootstrap_resamples}
     with _lock(folder):  # no two commands write the tables of one folder at once
         if args.model:
-            built = build_tables(folder, model_tag(args.model, args.weights))
+            built = build_tables(folder, model_tag(args.model, args.weights), **boot)
         else:
-            built = build_results_tables(folder)
+            built = build_results_tables(folder, **boot)
             print("models: " + ", ".join(r.tag for r in built["runs"]))
     print(built["markdown"].read_text())
     print(f"tables (CSV, Markdown, LaTeX) written to {built['markdown'].parent}")
@@ -44,13 +45,27 @@ def cmd_report(args) -> int:
 
     folder = _results_folder(args)
     with _lock(folder):
-        path = build_report(folder, n_map_images=args.images)
+        path = build_report(folder, n_map_images=args.images, seed=args.bootstrap_seed,
+                            resamples=args.bootstrap_resamples)
     print(f"report: {path} (and {path.with_suffix('.html').name}; figures in {path.parent / 'figures'})")
     return 0
 
 
+# The defaults of benchmark.outputs.stats, written here rather than imported: the parser is built for every command
+# and scipy is slow to import (tests/test_stats.py checks that they agree).
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 10_000, 0
+
+
+def tables_arguments(p) -> None:
+    p.add_argument("--bootstrap-resamples", type=int, default=BOOTSTRAP_RESAMPLES, metavar="R",
+                   help=f"resamples of the paired bootstrap behind every interval (default {BOOTSTRAP_RESAMPLES})")
+    p.add_argument("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED, metavar="S",
+                   help=f"seed of the bootstrap's resamples (default {BOOTSTRAP_SEED})")
+
+
 def report_arguments(p) -> None:
     p.add_argument("--images", type=int, default=4, help="images in the side-by-side map figure")
+    tables_arguments(p)
 
 
 def cmd_status(args) -> int:

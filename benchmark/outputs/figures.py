@@ -8,6 +8,9 @@
   overlay on the model-input image; reads ``maps.h5`` and, for the photo, the data source in ``provenance.json``
   (without it the maps are drawn alone, and the figure says so).
 * :func:`randomisation_figure` (the numbers behind Figures 26-28): mean similarity per randomisation step.
+* :func:`significance_figure` (no peer has it): for one model and metric, the methods' mean ranks with their
+  bootstrap intervals, and each method's paired difference to the best one with its interval, coloured by
+  whether the Holm-adjusted Wilcoxon test separates them (:mod:`benchmark.outputs.stats`).
 
 Every function returns the PNG path, or None when its inputs are absent, and never runs a model.
 """
@@ -269,6 +272,56 @@ def randomisation_figure(run: Run, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=6)
     fig.suptitle(f"Cascading randomisation, {run.tag}: similarity to the trained model's map (mean over images)")
+    return _save(fig, path)
+
+
+def significance_figure(comparison: dict, path: Path, model: str, metric: str, higher_is_better: bool,
+                        seed: int, resamples: int) -> Path:
+    """Left: mean rank per method (1 = best) with its 95 % bootstrap interval, best mean at the top. Right: how
+    far each method is behind the best one (best - method for higher-is-better metrics, method - best otherwise;
+    0 = as good), with the paired bootstrap interval; red = worse than the best (Holm-adjusted Wilcoxon p < alpha),
+    grey = not distinguishable from it."""
+    c = comparison
+    ms, order, best = c["methods"], c["order"], c["best"]
+    sign = 1.0 if higher_is_better else -1.0
+    y = np.arange(len(order))[::-1]  # best at the top
+    fig, (ax_r, ax_d) = plt.subplots(1, 2, figsize=(11, 1.4 + 0.32 * len(order)), sharey=True, layout="constrained",
+                                     gridspec_kw={"width_ratios": [1, 1.3]})
+    rank = c["rank"][order]
+    lo, hi = c["rank_ci"][0][order], c["rank_ci"][1][order]
+    ax_r.errorbar(rank, y, xerr=[rank - lo, hi - rank], fmt="o", color="tab:blue", capsize=3, ms=5)
+    ax_r.set_yticks(y, [ms[j] for j in order], fontsize=8)
+    ax_r.set_xlabel("mean rank over images (1 = best, left), 95 % bootstrap interval", fontsize=8)
+    pad = 0.05 * len(order)  # left = better, as on the right panel; the ranks' range, within 1..k
+    ax_r.set_xlim(max(0.7, np.nanmin(lo) - pad), min(len(order) + 0.3, np.nanmax(hi) + pad))
+    ax_r.grid(alpha=0.3)
+    pair_of = {b: q for q, (a, b) in enumerate(c["pairs"]) if a == best}
+    ax_d.axvline(0, color="k", lw=0.8)
+    for yy, j in zip(y, order):
+        if j == best:
+            ax_d.plot([0], [yy], "*", color="tab:green", ms=11)
+            ax_d.annotate("best mean" + (": better than all" if c["best_significant"] else ""), (0, yy),
+                          xytext=(8, -3), textcoords="offset points", fontsize=7, color="tab:green")
+            continue
+        q = pair_of[j]
+        gap = sign * c["diff"][q]
+        g_lo, g_hi = sorted((sign * c["diff_ci"][0][q], sign * c["diff_ci"][1][q]))
+        worse = c["better"][q] == best
+        colour = "tab:red" if worse else "0.55"
+        ax_d.errorbar([gap], [yy], xerr=[[gap - g_lo], [g_hi - gap]], fmt="o", color=colour, capsize=3, ms=5,
+                      mfc=colour if worse else "white")
+        ax_d.annotate(f"Holm p={c['p_holm'][q]:.2g}", (g_hi, yy), xytext=(5, -3), textcoords="offset points",
+                      fontsize=7, color=colour)
+    ax_d.set_xlabel(f"behind the best ({'best - method' if higher_is_better else 'method - best'}), paired 95 % "
+                    "bootstrap interval; red: worse (Holm p < {:g}), grey: not distinguishable".format(c["alpha"]),
+                    fontsize=8)
+    ax_d.grid(alpha=0.3)
+    ax_d.margins(x=0.25)
+    arrow = "higher is better" if higher_is_better else "lower is better"
+    few = (f"\nwith n = {c['n']} images no difference can be significant (smallest two-sided Wilcoxon p = "
+           f"2 / 2^{c['n']} = {2.0 / 2 ** c['n']:.3g})") if 0 < c["n"] <= 10 and 2.0 / 2 ** c["n"] >= c["alpha"] else ""
+    fig.suptitle(f"{metric} ({arrow}), {model}: n = {c['n']} images (every method has them), bootstrap {resamples} "
+                 f"resamples, seed {seed}{few}", fontsize=10)
     return _save(fig, path)
 
 

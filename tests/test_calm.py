@@ -129,7 +129,7 @@ def test_forward_is_log_p_and_probabilities_sum_to_one():
 def test_init_from_classifier_fc_gives_cam_and_uniform_cue():
     from benchmark.models.calm import build_calm
 
-    net = build_calm("resnet18", "em", "random", seed=3).eval()
+    net = build_calm("resnet18", "em", "random", seed=3, head_init="classifier").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         g = net.backbone(x)
@@ -182,7 +182,10 @@ def test_load_authors_checkpoint(tmp_path):
     torch.save({"architecture": "resnet50", "epoch": 40, "state_dict": sd,
                 "optimizer": {"state": {}, "param_groups": [{"lr": 0.001}]}}, path)
     assert read_checkpoint(path)["layout"] == "authors"
-    bundle = load_model("calm_em_resnet50", str(path), channels_last=False)
+    from benchmark.models.calm import CalmMethodWarning
+
+    with pytest.warns(CalmMethodWarning, match="cannot be told"):  # the authors' files have the same keys for all
+        bundle = load_model("calm_em_resnet50", str(path), channels_last=False)
     net = bundle.net
     assert net.loss == "em" and net.feature_map == "large" and net.num_classes == 4
     assert torch.equal(net.backbone.layer4[2].conv3.weight, sd["module.layer4.2.conv3.weight"])
@@ -196,7 +199,7 @@ def test_load_authors_checkpoint(tmp_path):
         f = torch.nn.functional.conv2d(g, sd["module.conv_last.weight"], sd["module.conv_last.bias"])
         a = torch.relu(torch.nn.functional.conv2d(g, sd["module.attention.0.weight"], sd["module.attention.0.bias"]))
         assert torch.allclose(net(x), calm_scores(f, a)["p_y"].log(), atol=1e-5)
-    with pytest.raises(ModelError, match="calm_em_resnet50 or --model calm_ml_resnet50"):
+    with pytest.raises(ModelError, match="calm_em_resnet50, calm_ml_resnet50 or calm_cam_resnet50"):
         load_model("calm_resnet50", str(path))  # the authors' files do not say which loss trained them
     bad = tmp_path / "bad.pt"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, bad)
@@ -534,7 +537,7 @@ def test_cub_annotations_and_cue_mask_by_hand(tmp_path):
     from benchmark.data.cub import CUB
 
     make_fake_cub(tmp_path)
-    cub = CUB(tmp_path)
+    cub = CUB(tmp_path, test_list="split")  # the fake images are not in the authors' list
     assert cub.differing_parts(0, 1) == [1]
     assert cub.differing_parts(0, 2) == [5, 7]
     assert cub.differing_parts(1, 2) == [1, 5, 7]
@@ -572,16 +575,19 @@ def test_pxap_by_hand_and_the_reset_fix():
 def test_cue_localization_end_to_end(tmp_path):
     from methods import make_method
     from metrics.cue_localization import FIX
+    from runners.calm_protocol import CUE_CHOICES, resolve
     from runners.cue_localization import cue_localization
 
-    make_fake_cub(tmp_path)
+    make_fake_cub(tmp_path)  # its images are not the authors' test list: the harness's split
     b = small_bundle("em", classes=3)
-    res = cue_localization(b, make_method("calm_em"), tmp_path, batch_size=4)
+    harness = resolve(CUE_CHOICES, "harness")
+    res = cue_localization(b, make_method("calm_em"), tmp_path, batch_size=4, protocol=harness)
     assert set(res["pxap"]) == {1, 2, 3} and all(0 <= v <= 100 for v in res["pxap"].values())
     assert res["fix"] == FIX and [p[:2] for p in res["pairs"][2]] == [(0, 2)] and res["pairs"][2][0][3] == 4
-    ref = cue_localization(b, make_method("calm_em"), tmp_path, batch_size=4, reset_per_pair=False)
+    ref = cue_localization(b, make_method("calm_em"), tmp_path, batch_size=4,
+                           protocol=resolve(CUE_CHOICES, "harness", histograms="accumulate"))
     assert ref["pxap"][1] == pytest.approx(res["pxap"][1])  # the first pair is the same either way
-    gc = cue_localization(b, make_method("gradcam"), tmp_path, groups=(1,))  # any method
+    gc = cue_localization(b, make_method("gradcam"), tmp_path, groups=(1,), protocol=harness)  # any method
     assert 0 <= gc["pxap"][1] <= 100
 
 
@@ -597,15 +603,17 @@ def test_cue_localization_command(tmp_path):
     out = tmp_path / "out"
     r = run_cli("cue-localization", "--cub", tmp_path / "cub", "--model", "mobilenet_v3_small", "--weights",
                 "random", "--methods", "gradcam,inputxgrad", "--groups", "1,2", "--batch-size", "4", "--out", out,
-                "--no-progress")
+                "--protocol", "harness", "--no-progress")
     assert r.returncode == 0, r.stderr[-2000:]
-    df = pd.read_csv(out / "cue_localization_mobilenet_v3_small-random.csv")
+    df = pd.read_csv(out / "cue_localization_mobilenet_v3_small-random_harness.csv")
     assert df[["method", "group"]].values.tolist() == [["gradcam", 1], ["gradcam", 2], ["inputxgrad", 1],
                                                        ["inputxgrad", 2]]
     assert df["pairs"].tolist() == [1, 1, 1, 1] and df["images"].tolist() == [4, 4, 4, 4]
-    assert df["pxap"].between(0, 100).all()
-    full = json.loads((out / "cue_localization_mobilenet_v3_small-random.json").read_text())
+    assert df["pxap"].between(0, 100).all() and set(df["protocol"]) == {"harness"}
+    assert set(df["histograms"]) == {"reset"} and set(df["resize"]) == {"torch-antialias"}
+    full = json.loads((out / "cue_localization_mobilenet_v3_small-random_harness.json").read_text())
     assert full["fix"].startswith("histograms reset") and full["seed"] == 0
+    assert full["protocol"]["test_images"]["value"] == "split"
     bad = run_cli("cue-localization", "--cub", tmp_path / "cub", "--model", "mobilenet_v3_small", "--weights",
                   "random", "--groups", "4", "--out", out)
     assert bad.returncode == 2 and "--groups" in bad.stderr

@@ -204,7 +204,8 @@ def test_remove_and_classify_ratios_from_rc_details(results):
     assert row["ratio_k0.1"] == pytest.approx(2 / 3) and row["ratio_k0.3"] == pytest.approx(1.0)
     assert row["ratio_k0.5"] == pytest.approx(1 / 3) and row["ratio_k0.7"] == 0.0 and np.isnan(row["ratio_k0.9"])
     assert row["ratio_mean"] == pytest.approx((2 / 3 + 1 + 1 / 3 + 0) / 4)
-    assert "| VGG16 | gradcam | 3 | 0.667 | 1.000 | 0.333 | 0.000 | nan | 0.500 |" in t.markdown()
+    assert row["protocol"] == "harness"  # the metrics stage's choices (docs/calm.md)
+    assert "| VGG16 | gradcam | harness | 3 | 0.667 | 1.000 | 0.333 | 0.000 | nan | 0.500 |" in t.markdown()
     assert (results / "tables" / "remove_classify.csv").is_file()
     assert "remove_classify" not in build_results_tables(results / "resnet50")["tables"]
 

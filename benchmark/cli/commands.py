@@ -68,7 +68,19 @@ COMMANDS = [
             {"model": {"required": True, "help": "a classifier trained on CUB's 200 classes: a CALM model "
                        "(calm_em_resnet50, ...) or any torchvision model with --weights FILE"},
              "out": {"help": "output folder (default: results/cue_localization)"}}),
-    Command("train-calm", "train a CALM-EM or CALM-ML model on an ImageFolder dataset (resumable)",
+    Command("remove-classify", "CALM's remove-and-classify under a named protocol (calm: the authors' choices, the "
+            "ground-truth label explained and counted; harness: the metrics stage's), for any method",
+            "benchmark.cli.calm:cmd_remove_classify",
+            ("model", "weights", "data", "image_list", "limit", "out", "device", "seed", "batch_size", "methods",
+             "plugin", "no_progress"), "benchmark.cli.calm:rc_arguments",
+            {"model": {"required": True, "help": "the classifier: a CALM model (calm_em_resnet50, calm_cam_resnet50, "
+                       "...) or any model of the harness"},
+             "methods": {"default": "gradcam", "help": "comma-separated method ids (default gradcam)"},
+             "batch_size": {"help": "images per batch and model inputs per pass (default 64, the authors'; with "
+                            "--random numpy it decides which pixels are drawn)"},
+             "out": {"help": "results folder (default: results/remove_classify; one folder per model inside, read by "
+                     "'tables')"}}),
+    Command("train-calm", "train a CALM-EM, CALM-ML or CAM-baseline model on an ImageFolder dataset (resumable)",
             "benchmark.cli.calm:cmd_train_calm", ("seed", "device", "no_progress"),
             "benchmark.cli.calm:train_arguments"),
 ]

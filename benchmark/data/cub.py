@@ -9,6 +9,10 @@ reference (head = mean of beak, crown, forehead, eyes, nape, throat; legs and wi
 pixel goes to its nearest part point, and the true cue region is the pixels whose nearest point is a differing
 part, inside the bird's segmentation (``segmentations/<class>/<name>.png`` > 0 after a bicubic resize to
 224x224). Images where no differing part is visible have no region (None).
+
+Test images (``test_list``): ``calm`` (default) = the CALM authors' list of 5794 test images
+(``image_lists/calm_cub_test_image_ids.txt``, :data:`CALM_TEST_LIST`, in their order), ``split`` = the images
+marked 0 in CUB's ``train_test_split.txt``, or the path of another list (one ``images/``-relative path a line).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import numpy as np
 from PIL import Image
 
 from .errors import DataError
+from .lists import IMAGE_LISTS
+
+CALM_TEST_LIST = IMAGE_LISTS / "calm_cub_test_image_ids.txt"
+TEST_LISTS = ("calm", "split")
 
 _HEAD_WORDS = ("bill", "crown", "eye", "forehead", "head", "nape", "throat")
 _PART_WORDS = ((2, "back"), (3, "belly"), (4, "breast"), (5, "tail"), (6, "leg"), (7, "wing"))
@@ -53,7 +61,7 @@ class CubImage:
 class CUB:
     """CUB-200-2011 annotations needed by cue localization (ids as in the files: 1-based)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, test_list: str | Path = "calm"):
         self.root = root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"CUB folder {root} does not exist")
@@ -70,6 +78,8 @@ class CUB:
         labels = {int(k): int(v) - 1 for k, v in _pairs(_find(root, "image_class_labels.txt"))}
         split = {int(k): v == "1" for k, v in _pairs(_find(root, "train_test_split.txt"))}
         self.images = [CubImage(int(i), p, labels[int(i)], split.get(int(i), False)) for i, p in paths.items()]
+        self.test_list = str(test_list)
+        self._test = self._read_test_list(test_list)
         self.parts: dict[int, dict[int, tuple[float, float]]] = {}
         for ln in _find(root, "parts/part_locs.txt").read_text().splitlines():
             f = ln.split()
@@ -89,8 +99,23 @@ class CUB:
             out.setdefault(len(self.differing_parts(c1, c2)), []).append((c1, c2))
         return out
 
+    def _read_test_list(self, test_list) -> list[CubImage]:
+        if str(test_list) == "split":
+            return [im for im in self.images if not im.train]
+        path = CALM_TEST_LIST if str(test_list) == "calm" else Path(test_list)
+        if not path.is_file():
+            raise FileNotFoundError(f"CUB test list {path} does not exist (test_list: calm, split or a file)")
+        by_path = {im.path: im for im in self.images}
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        missing = [n for n in names if n not in by_path]
+        if missing:
+            raise DataError(f"{len(missing)} image(s) of the test list {path} are not in {self.root}/images.txt, "
+                            f"e.g. {missing[:3]}")
+        return [by_path[n] for n in names]
+
     def test_images(self, classes) -> list[CubImage]:
-        return [im for im in self.images if not im.train and im.label in classes]
+        """The test images of the ``classes`` (0-based), in the test list's order."""
+        return [im for im in self._test if im.label in classes]
 
     def open(self, im: CubImage) -> Image.Image:
         return Image.open(self.images_dir / im.path).convert("RGB")

@@ -2,6 +2,10 @@
 the whole image directly to ``size x size`` (anisotropic, no centre crop) bilinearly with align_corners=False and
 antialiasing as a recorded setting (paper: off, as torchvision 0.9's tensor resize). Normalisation is the model's
 business (``ModelBundle.normalize``).
+
+:func:`preprocess_pil` is the CALM authors' test transform instead: ``Resize((size, size))`` on the PIL image (PIL's
+bilinear filter, which widens with the scale factor) and then ``ToTensor``; CALM's evaluations use it under their
+``calm`` protocol (docs/calm.md).
 """
 
 from __future__ import annotations
@@ -45,3 +49,9 @@ def resize(x: torch.Tensor, size: int, antialias: bool) -> torch.Tensor:
 def preprocess(img: Image.Image, size: int = 224, antialias: bool = False) -> torch.Tensor:
     """PIL image -> [3, size, size] float32 in [0, 1] (before the model's normalisation)."""
     return resize(pil_to_tensor01(img), size, antialias)
+
+
+def preprocess_pil(img: Image.Image, size: int = 224) -> torch.Tensor:
+    """PIL image -> [3, size, size] float32 in [0, 1], resized by PIL on the 8-bit image: torchvision's
+    ``Resize((size, size))`` on a PIL image, then ``ToTensor`` (the CALM authors' test transform)."""
+    return pil_to_tensor01(to_rgb(img).resize((size, size), Image.BILINEAR))

@@ -23,6 +23,14 @@ Losses (``-log`` of the target's term, averaged over the batch; ``y*`` the label
 (the reference floors ``p(z|x)`` by adding 1e-8 where it is below 1e-8; ``log p(y|x,z)`` is a log-softmax and
 needs no floor).
 
+The CAM baseline of the reference (``attribution_method=CAM``, training method ``cam``): the same trunk and heads,
+``p(y|x) = softmax_y(mean_z f[:, y, z])`` (class maps, then global average pooling), loss ``-log p(y*|x)``; its cue
+head is built and saved but never used. :class:`CalmNet` with ``loss="cam"`` is that model.
+
+Head initialisation (:func:`init_heads`): ``official`` (default), as the reference: Xavier-uniform weights and zero
+biases for both heads (He-normal, fan-out, for VGG16); ``classifier``: the class head copied from the classifier's
+fc (maps start equal to CAM), the cue head uniform (weight 0, bias 1).
+
 State-dict layout: the heads are ``conv_last`` and ``attention.0`` as in the authors' code (naver-ai/calm,
 ``network/resnet.py``, ``network/vgg.py``); their backbone keys (``conv1``, ``bn1``, ``layer1..4`` for ResNet50;
 ``features.N``, ``conv6``, ``bn6`` for VGG16) sit here under ``backbone.``. :func:`load_calm_model` reads both
@@ -33,13 +41,18 @@ Backbones: ``resnet50`` (``feature_map``: ``large`` = stride-1 layer3 and layer4
 models; ``reference`` = stride-1 layer4 only, 14x14, the reference code without ``--large_feature_map``;
 ``standard`` = torchvision strides, 7x7), ``vgg16`` (the reference's design, with its construction crash fixed:
 its ``attention`` head reads ``512 * self.block.expansion`` channels, but VGG has no ``block``; here it reads the
-1024 channels of ``conv6``), and any CNN whose last feature map can feed the two heads (``efficientnet_lite0``
-and torchvision classifiers: the network up to its last spatial stage).
+1024 channels of ``conv6``), ``inception_v3`` (:class:`InceptionTrunk`, the reference's design with its two defects
+fixed: see there), and any CNN whose last feature map can feed the two heads (``efficientnet_lite0`` and
+torchvision classifiers: the network up to its last spatial stage).
+
+The authors' files do not record the training method, and CAM, CALM-EM and CALM-ML checkpoints have the same keys:
+such a file is loaded as the model name states (``calm_cam_``, ``calm_em_``, ``calm_ml_``) with a
+:class:`CalmMethodWarning` saying that the keys cannot tell; without the method in the name it is refused.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +69,10 @@ from .layers import discover_layers, layer_resolutions
 from .tv_compat import import_torchvision
 from .weights import state_dict_sha256, weights_file_sha256
 
-LOSSES = ("em", "ml")
+LOSSES = ("em", "ml")  # the CALM losses
+TRAININGS = ("cam", "em", "ml")  # what a model of this module can be trained with: the CAM baseline or CALM
+TRAINING_LABELS = {"cam": "CAM", "em": "CALM-EM", "ml": "CALM-ML"}
+HEAD_INITS = ("official", "classifier")
 FEATURE_MAPS = ("large", "reference", "standard")
 EM_FLOOR = 1e-8
 POSTERIOR_EPS = 1e-10
@@ -67,6 +83,11 @@ VGG_CONFIGS = {
     "reference": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
     "large": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, 512, 512, 512],
 }
+
+
+
+class CalmMethodWarning(UserWarning):
+    """A checkpoint whose training method (CAM, CALM-EM, CALM-ML) cannot be told from its keys."""
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -86,8 +107,8 @@ class CalmNet(nn.Module):
     def __init__(self, backbone: nn.Module, channels: int, num_classes: int, loss: str, arch: str,
                  feature_map: str = "standard"):
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"CALM loss must be one of {LOSSES}, not {loss!r}")
+        if loss not in TRAININGS:
+            raise ValueError(f"the training method must be one of {TRAININGS}, not {loss!r}")
         self.backbone = backbone
         self.conv_last = nn.Conv2d(channels, num_classes, kernel_size=1)
         self.attention = nn.Sequential(nn.Conv2d(channels, 1, kernel_size=1), nn.ReLU())
@@ -96,6 +117,7 @@ class CalmNet(nn.Module):
             self.attention[0].bias.fill_(1.0)
         self.loss, self.arch, self.feature_map = loss, arch, feature_map
         self.channels, self.num_classes = channels, num_classes
+        self.head_init = "uniform"  # until init_heads says otherwise
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.backbone(x)
@@ -106,12 +128,16 @@ class CalmNet(nn.Module):
         return calm_scores(*self.heads(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        py = self.scores(x)["p_y"]
+        """log p(y|x): CALM's ``log sum_z p(y,z|x)``; for the CAM baseline ``log_softmax(mean_z f)``."""
+        f, a = self.heads(x)
+        if self.loss == "cam":
+            return F.log_softmax(f.mean(dim=(2, 3)), dim=1)
+        py = calm_scores(f, a)["p_y"]
         return py.clamp_min(torch.finfo(py.dtype).tiny).log()
 
     def meta(self) -> dict:
         return {"loss": self.loss, "backbone": self.arch, "feature_map": self.feature_map,
-                "channels": self.channels, "num_classes": self.num_classes}
+                "channels": self.channels, "num_classes": self.num_classes, "head_init": self.head_init}
 
 
 def calm_em_loss(f: torch.Tensor, a: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -130,12 +156,26 @@ def calm_ml_loss(f: torch.Tensor, a: torch.Tensor, targets: torch.Tensor) -> tor
     return F.nll_loss(calm_scores(f, a)["p_y"].log(), targets)
 
 
+def cam_loss(f: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The reference's CAM baseline: mean_b -log softmax(mean_z f)[y*]."""
+    return F.nll_loss(F.log_softmax(f.mean(dim=(2, 3)), dim=1), targets)
+
+
 def calm_loss(loss: str, f, a, targets) -> torch.Tensor:
     if loss == "em":
         return calm_em_loss(f, a, targets)
     if loss == "ml":
         return calm_ml_loss(f, a, targets)
-    raise ValueError(f"CALM loss must be one of {LOSSES}, not {loss!r}")
+    if loss == "cam":
+        return cam_loss(f, targets)
+    raise ValueError(f"the training method must be one of {TRAININGS}, not {loss!r}")
+
+
+def class_probabilities(loss: str, f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """p(y|x) [B, C] of a model trained with ``loss``: softmax(mean_z f) for CAM, sum_z p(y,z|x) for CALM."""
+    if loss == "cam":
+        return torch.softmax(f.mean(dim=(2, 3)), dim=1)
+    return calm_scores(f, a)["p_y"]
 
 
 # --------------------------------------------------------------------------------------------- backbones
@@ -176,14 +216,110 @@ class VggTrunk(nn.Module):
             self.bn6 = nn.BatchNorm2d(1024)
         self.use_bn = use_bn
         self.relu = nn.ReLU()
-        for m in self.modules():  # the reference's 'he' initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+        _conv_init(self.modules(), "he")  # the reference's 'he' initialisation
 
     def forward(self, x):
         x = self.conv6(self.features(x))
         return self.relu(self.bn6(x) if self.use_bn else x)
+
+
+def _conv_init(modules, mode: str, generator: torch.Generator | None = None) -> None:
+    """The reference's ``initialize_weights``: convolutions Xavier-uniform (``xavier``) or He-normal with fan-out
+    (``he``), biases 0; batch norms weight 1, bias 0."""
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            if mode == "he":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            elif mode == "xavier":
+                nn.init.xavier_uniform_(m.weight, generator=generator)
+            else:
+                raise ValueError(f"initialisation must be he or xavier, not {mode!r}")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class _ReductionStride1(nn.Module):
+    """The reference's ``Mixed_6a``: torchvision's InceptionB (same keys) with stride 1 and padding 1 in its two
+    strided convolutions and its max-pool, so the 28x28 resolution is kept."""
+
+    def __init__(self, in_channels: int, basic_conv):
+        super().__init__()
+        self.branch3x3 = basic_conv(in_channels, 384, kernel_size=3, stride=1, padding=1)
+        self.branch3x3dbl_1 = basic_conv(in_channels, 64, kernel_size=1)
+        self.branch3x3dbl_2 = basic_conv(64, 96, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = basic_conv(96, 96, kernel_size=3, stride=1, padding=1)
+
+    def forward(self, x):
+        b1 = self.branch3x3(x)
+        b2 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([b1, b2, F.max_pool2d(x, kernel_size=3, stride=1, padding=1)], 1)
+
+
+class InceptionTrunk(nn.Module):
+    """The reference CALM InceptionV3 trunk (naver-ai/calm ``network/inception.py``, key names kept): torchvision's
+    Inception blocks up to ``Mixed_6e`` with the reference's changes (``Conv2d_1a_3x3`` padded by 1, max-pools
+    padded by 1 with ceil mode, ``Mixed_6a`` at stride 1), then ``A3_1b`` (3x3 768->1024) and ``A3_2b`` (3x3
+    1024->1024), each with an optional batch norm and a ReLU. ``feature_map``: ``large`` (the reference's
+    ``--large_feature_map``: 28x28 at 224 px) or ``reference`` (a further 3x3 stride-2 max-pool after ``Mixed_5d``:
+    14x14).
+
+    How it differs from the reference, which cannot run: (1) the reference's cue head reads
+    ``512 * self.block.expansion`` channels from a model without ``block`` and crashes at construction; here both
+    heads read A3_2b's 1024 channels; (2) the reference computes ``Mixed_6e`` but feeds ``Mixed_6d``'s output to
+    ``A3_1b`` (``feat = self.Mixed_6e(x)`` is never used), so its Mixed_6e weights are dead; here A3_1b reads
+    Mixed_6e's output, as the block order says. The state-dict keys are the reference's, so a checkpoint made by a
+    patched reference loads, but its A3_1b was trained on Mixed_6d's features."""
+
+    def __init__(self, feature_map: str = "large", use_bn: bool = False):
+        super().__init__()
+        if feature_map not in ("large", "reference"):
+            raise ValueError(f"InceptionV3 CALM feature_map must be large or reference, not {feature_map!r}")
+        inc = import_torchvision().models.inception
+        conv = inc.BasicConv2d
+        self.feature_map, self.use_bn = feature_map, use_bn
+        self.Conv2d_1a_3x3 = conv(3, 32, kernel_size=3, stride=2, padding=1)
+        self.Conv2d_2a_3x3 = conv(32, 32, kernel_size=3)
+        self.Conv2d_2b_3x3 = conv(32, 64, kernel_size=3, padding=1)
+        self.Conv2d_3b_1x1 = conv(64, 80, kernel_size=1)
+        self.Conv2d_4a_3x3 = conv(80, 192, kernel_size=3)
+        self.Mixed_5b = inc.InceptionA(192, pool_features=32)
+        self.Mixed_5c = inc.InceptionA(256, pool_features=64)
+        self.Mixed_5d = inc.InceptionA(288, pool_features=64)
+        self.Mixed_6a = _ReductionStride1(288, conv)
+        self.Mixed_6b = inc.InceptionC(768, channels_7x7=128)
+        self.Mixed_6c = inc.InceptionC(768, channels_7x7=160)
+        self.Mixed_6d = inc.InceptionC(768, channels_7x7=160)
+        self.Mixed_6e = inc.InceptionC(768, channels_7x7=192)
+
+        def a3(c_in):
+            return nn.Sequential(nn.Conv2d(c_in, 1024, 3, padding=1), *([nn.BatchNorm2d(1024)] if use_bn else []),
+                                 nn.ReLU())
+
+        self.A3_1b, self.A3_2b = a3(768), a3(1024)
+        _conv_init(self.modules(), "xavier")  # the reference's initialisation (pretrained weights then load over it)
+
+    def forward(self, x):
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x)))
+        if self.feature_map == "reference":
+            x = F.max_pool2d(x, kernel_size=3, stride=2, ceil_mode=True)
+        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(self.Mixed_6a(x)))))
+        return self.A3_2b(self.A3_1b(x))
+
+    def load_torchvision(self, sd: dict) -> list[str]:
+        """Load torchvision's InceptionV3 weights (``Mixed_7*``, ``AuxLogits``, ``fc`` dropped, as the reference
+        does); returns the keys left at their initialisation (``A3_*``)."""
+        sd = {k: v for k, v in sd.items() if not k.startswith(("Mixed_7", "AuxLogits", "fc."))}
+        missing, unexpected = self.load_state_dict(sd, strict=False)
+        if unexpected or any(not k.startswith("A3_") for k in missing):
+            raise ValueError(f"InceptionV3 weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return list(missing)
 
 
 class _Stop(Exception):
@@ -227,6 +363,16 @@ class Base:
     fc: nn.Linear | None
 
 
+def _inception_base(base_weights: str, feature_map: str, device, seed: int) -> Base:
+    fm = "reference" if feature_map == "standard" else feature_map
+    torch.manual_seed(seed)
+    trunk = InceptionTrunk(fm)
+    if base_weights != "random":  # torchvision's InceptionV3 weights (the reference's inception_v3_google file)
+        bundle = load_classifier("inception_v3", base_weights, device="cpu", seed=seed, channels_last=False)
+        trunk.load_torchvision(bundle.net.state_dict())
+    return Base(trunk.to(device), 1024, None)
+
+
 def _base_from_classifier(arch: str, bundle, feature_map: str) -> Base:
     net = bundle.net
     if arch == "resnet50":
@@ -253,22 +399,42 @@ def _base_from_classifier(arch: str, bundle, feature_map: str) -> Base:
     return Base(trunk, int(g.shape[1]), fc)
 
 
-def init_heads(model: CalmNet, fc: nn.Linear | None, seed: int = 0) -> None:
-    """Class head from the classifier's ``fc`` (maps start equal to CAM); cue head uniform: weight 0, bias 1,
-    so ``a = ReLU(1) = 1`` everywhere and ``p(z|x) = 1/(hw)``. Without an ``fc`` the class head gets the
-    reference's Xavier initialisation with zero bias (seeded)."""
+def init_heads(model: CalmNet, fc: nn.Linear | None = None, seed: int = 0, mode: str = "official") -> None:
+    """Initialise the two heads (seeded: a CPU generator seeded with ``seed``, class head drawn first).
+
+    ``official`` (the reference's ``initialize_weights``, run over the whole model at construction): both heads
+    Xavier-uniform with zero biases, He-normal (fan-out, ReLU) with zero biases for VGG16; other backbones, which
+    the reference does not have, as ResNet50. A Xavier/He cue head can be 0 at every location of an image
+    (``p(z|x) = 0/0``), as in the reference. ``classifier``: the class head copied from the classifier's ``fc``
+    (its maps start equal to CAM; Xavier with zero bias when there is none or its classes differ) and a uniform
+    cue head (weight 0, bias 1: ``a = 1``, ``p(z|x) = 1/(hw)``)."""
+    if mode not in HEAD_INITS:
+        raise ValueError(f"head initialisation must be one of {HEAD_INITS}, not {mode!r}")
+    gen = torch.Generator().manual_seed(seed)
+    heads = (model.conv_last, model.attention[0])
     with torch.no_grad():
+        if mode == "official":
+            kind = "he" if model.arch == "vgg16" else "xavier"
+            for conv in heads:
+                w = torch.empty_like(conv.weight, device="cpu")
+                if kind == "he":
+                    nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu", generator=gen)
+                else:
+                    nn.init.xavier_uniform_(w, generator=gen)
+                conv.weight.copy_(w)
+                conv.bias.zero_()
+            model.head_init = mode
+            return
         if fc is not None and fc.out_features == model.num_classes:
             model.conv_last.weight.copy_(fc.weight.view(*fc.weight.shape, 1, 1))
             model.conv_last.bias.copy_(fc.bias)
         else:
-            gen = torch.Generator().manual_seed(seed)
-            bound = math.sqrt(6.0 / (model.channels + model.num_classes))
-            model.conv_last.weight.copy_(torch.empty_like(model.conv_last.weight, device="cpu")
-                                         .uniform_(-bound, bound, generator=gen))
+            w = torch.empty_like(model.conv_last.weight, device="cpu")
+            model.conv_last.weight.copy_(nn.init.xavier_uniform_(w, generator=gen))
             model.conv_last.bias.zero_()
         model.attention[0].weight.zero_()
         model.attention[0].bias.fill_(1.0)
+    model.head_init = mode
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -327,58 +493,84 @@ def read_checkpoint(path: str | Path) -> dict:
 # ------------------------------------------------------------------------------------------ construction
 
 def parse_calm_name(name: str) -> tuple[str | None, str]:
-    """``calm_resnet50`` -> (None, resnet50); ``calm_em_vgg16`` -> (em, vgg16)."""
+    """``calm_resnet50`` -> (None, resnet50); ``calm_em_vgg16`` -> (em, vgg16); ``calm_cam_resnet50`` -> (cam,
+    resnet50): the reference's CAM baseline on the same trunk."""
     if not name.startswith("calm_"):
-        raise ValueError(f"{name!r} is not a CALM model name (calm_[em_|ml_]<backbone>)")
+        raise ValueError(f"{name!r} is not a CALM model name (calm_[cam_|em_|ml_]<backbone>)")
     rest = name[len("calm_"):]
-    for loss in LOSSES:
+    for loss in TRAININGS:
         if rest.startswith(loss + "_"):
             return loss, rest[len(loss) + 1:]
     return None, rest
 
 
+def default_feature_map(arch: str) -> str:
+    return "large" if arch in ("resnet50", "vgg16", "inception_v3") else "standard"
+
+
 def build_calm(arch: str, loss: str, base_weights: str = "imagenet", feature_map: str | None = None,
-               num_classes: int | None = None, device="cpu", seed: int = 0) -> CalmNet:
-    """A CALM model on ``arch`` initialised from the torchvision (or EfficientNet-Lite0) classifier with
-    ``base_weights`` (``imagenet``, ``random`` or a state-dict file); heads as in :func:`init_heads`.
-    ``num_classes`` other than the classifier's gives a fresh class head (e.g. a 200-class CUB model)."""
-    feature_map = feature_map or ("large" if arch in ("resnet50", "vgg16") else "standard")
-    bundle = load_classifier(arch, base_weights, device=device, seed=seed, channels_last=False)
-    base = _base_from_classifier(arch, bundle, feature_map)
-    classes = num_classes or bundle.num_classes
+               num_classes: int | None = None, device="cpu", seed: int = 0, head_init: str = "official") -> CalmNet:
+    """A CALM (or CAM-baseline, ``loss="cam"``) model on ``arch`` whose trunk starts from the torchvision (or
+    EfficientNet-Lite0) classifier with ``base_weights`` (``imagenet``, ``random`` or a state-dict file); heads as
+    :func:`init_heads` ``head_init`` (``official`` or ``classifier``). ``num_classes`` other than the classifier's
+    gives a fresh class head (e.g. a 200-class CUB model)."""
+    feature_map = feature_map or default_feature_map(arch)
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head initialisation must be one of {HEAD_INITS}, not {head_init!r}")
+    if arch == "inception_v3":
+        base, classes = _inception_base(base_weights, feature_map, device, seed), num_classes or 1000
+    else:
+        bundle = load_classifier(arch, base_weights, device=device, seed=seed, channels_last=False)
+        base = _base_from_classifier(arch, bundle, feature_map)
+        classes = num_classes or bundle.num_classes
     torch.manual_seed(seed)
     model = CalmNet(base.trunk, base.channels, classes, loss, arch, feature_map)
-    init_heads(model, base.fc if base.fc is not None and base.fc.out_features == classes else None, seed)
+    init_heads(model, base.fc if base.fc is not None and base.fc.out_features == classes else None, seed, head_init)
     return model.to(device)
 
 
 def calm_from_checkpoint(path: str | Path, loss: str | None = None, arch: str | None = None,
                          feature_map: str | None = None, device="cpu") -> tuple[CalmNet, dict]:
-    """Build the CALM model a checkpoint describes and load it (strict). The authors' files carry no loss and
-    no stride setting: ``loss`` must be given, ``feature_map`` defaults to ``large`` (their published models)."""
+    """Build the model a checkpoint describes and load it (strict). The authors' files record neither the
+    training method nor the strides: ``loss`` (``cam``, ``em`` or ``ml``) must be given, and since CAM, CALM-EM and
+    CALM-ML files have the same keys the model is loaded as stated with a :class:`CalmMethodWarning`;
+    ``feature_map`` defaults to ``large`` (their published models)."""
     ck = read_checkpoint(path)
     meta = ck["meta"]
     sd = ck["state_dict"]
     arch = arch or meta.get("backbone") or meta.get("authors_architecture")
     if arch is None:
         raise ValueError(f"{path}: the backbone is not recorded; name it in the model (calm_em_resnet50)")
-    if meta.get("loss") and loss and meta["loss"] != loss:
-        raise ValueError(f"{path} holds a CALM-{meta['loss'].upper()} model, not CALM-{loss.upper()}: use "
-                         f"calm_{meta['loss']}_{arch} or calm_{arch}")
-    loss = loss or meta.get("loss")
-    if loss is None:
-        raise ValueError(f"{path} does not say which loss trained it (the authors' files do not): name it in the "
-                         f"model, --model calm_em_{arch} or --model calm_ml_{arch}")
-    feature_map = feature_map or meta.get("feature_map") or ("large" if arch in ("resnet50", "vgg16") else
-                                                            "standard")
+    recorded = meta.get("loss")
+    if recorded and loss and recorded != loss:
+        raise ValueError(f"{path} holds a {TRAINING_LABELS.get(recorded, recorded)} model, not "
+                         f"{TRAINING_LABELS[loss]}: use calm_{recorded}_{arch} or calm_{arch}")
+    if recorded:
+        source = "recorded in the checkpoint"
+    elif loss is None:
+        raise ValueError(f"{path} does not say which method trained it (the authors' files do not, and CAM, CALM-EM "
+                         f"and CALM-ML files have the same keys): name it in the model, --model calm_em_{arch}, "
+                         f"calm_ml_{arch} or calm_cam_{arch}")
+    else:
+        source = ("stated by the model name: the checkpoint's keys cannot tell CAM, CALM-EM and CALM-ML apart "
+                  "(the same conv_last and attention heads)")
+        warnings.warn(f"{path}: the training method cannot be told from the checkpoint's keys (CAM, CALM-EM and "
+                      f"CALM-ML checkpoints have the same keys); loaded as {TRAINING_LABELS[loss]}, as the model name "
+                      f"says (calm_cam_/calm_em_/calm_ml_ state another)", CalmMethodWarning, stacklevel=2)
+    loss = loss or recorded
+    feature_map = feature_map or meta.get("feature_map") or default_feature_map(arch)
     num_classes = int(sd["conv_last.weight"].shape[0])
-    use_bn = any(k.startswith("backbone.bn6") for k in sd)
     if arch == "vgg16":
+        use_bn = any(k.startswith("backbone.bn6") for k in sd)
         trunk, channels = VggTrunk("reference" if feature_map == "standard" else feature_map, use_bn), 1024
         model = CalmNet(trunk, channels, num_classes, loss, arch, feature_map)
     elif arch == "resnet50":  # no classifier to load, no forward pass
         trunk = _resnet_trunk(import_torchvision().models.resnet50(weights=None), feature_map)
         model = CalmNet(trunk, 2048, num_classes, loss, arch, feature_map)
+    elif arch == "inception_v3":
+        use_bn = any(k.startswith("backbone.A3_1b.1.") for k in sd)
+        trunk = InceptionTrunk("reference" if feature_map == "standard" else feature_map, use_bn)
+        model = CalmNet(trunk, 1024, num_classes, loss, arch, feature_map)
     else:
         model = build_calm(arch, loss, "random", feature_map, num_classes, device="cpu")
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -386,7 +578,8 @@ def calm_from_checkpoint(path: str | Path, loss: str | None = None, arch: str | 
         raise ValueError(f"{path} does not fit a CALM {arch} ({ck['layout']} layout): missing keys "
                          f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected keys "
                          f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-    info = {"layout": ck["layout"], **meta, "loss": loss, "backbone": arch, "feature_map": feature_map}
+    info = {"layout": ck["layout"], **meta, "loss": loss, "method": TRAINING_LABELS[loss], "method_source": source,
+            "backbone": arch, "feature_map": feature_map}
     return model.to(device), info
 
 
@@ -403,20 +596,20 @@ def calm_layers(net: CalmNet, device="cpu") -> list[str]:
 
 
 def load_calm_model(name: str, weights: str, device="cpu", seed: int = 0, channels_last: bool = True):
-    """A :class:`benchmark.models.ModelBundle` for ``calm_[em_|ml_]<backbone>``.
+    """A :class:`benchmark.models.ModelBundle` for ``calm_[cam_|em_|ml_]<backbone>``.
 
     ``weights``: a checkpoint (ours from ``train-calm``, or the authors' state dict), or ``imagenet``/``random``
-    (the untrained initialisation from the classifier: p(y|x) then equals CAM's classifier only up to the
-    heads' starting point; ``calm_em_efficientnet_lite0 --weights imagenet`` works offline)."""
+    (the untrained starting point of ``train-calm``: the trunk from the classifier, the heads initialised as the
+    reference, seeded with ``seed``; ``calm_em_efficientnet_lite0 --weights imagenet`` works offline)."""
     loss, arch = parse_calm_name(name)
     try:
         if weights in ("imagenet", "random"):
             if loss is None:
-                raise ValueError(f"--model {name} --weights {weights} builds an untrained CALM model: say which "
-                                 f"loss it is for, --model calm_em_{arch} or calm_ml_{arch}")
+                raise ValueError(f"--model {name} --weights {weights} builds an untrained model: say which method "
+                                 f"it is for, --model calm_em_{arch}, calm_ml_{arch} or calm_cam_{arch}")
             net = build_calm(arch, loss, weights, device="cpu", seed=seed)
-            info = {"layout": "init", "loss": loss, "backbone": arch, "feature_map": net.feature_map,
-                    "base_weights": weights}
+            info = {"layout": "init", "loss": loss, "method": TRAINING_LABELS[loss], "backbone": arch,
+                    "feature_map": net.feature_map, "base_weights": weights, "head_init": net.head_init}
             sha = state_dict_sha256(net)
         else:
             net, info = calm_from_checkpoint(weights, loss, arch, device="cpu")
@@ -444,9 +637,11 @@ class CalmBundle(ModelBundle):
 
     def describe(self) -> dict:
         d = super().describe()
+        own = ("softmax(mean_z f), the CAM baseline's" if self.net.loss == "cam" else
+               "sum_z p(y,z|x), the CALM model's")
         d["calm"] = {**(self.calm or {}), "output": "log p(y|x)", "scored_with":
-                     "softmax(net(x)) = the CALM model's own p(y|x) = sum_z p(y,z|x); the explained class is its "
-                     "top-1"}
+                     f"softmax(net(x)) = the model's own p(y|x) = {own}; the explained class is its top-1 unless an "
+                     "evaluation says otherwise (remove-classify --protocol calm: the ground-truth label)"}
         return d
 
 

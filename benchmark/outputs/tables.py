@@ -518,29 +518,40 @@ def sensitivity_table(runs: list[Run], expect_paper_models: bool = False, seed: 
                  pd.DataFrame(records), notes, missing)
 
 
+RC_SOURCES = (("rc", "harness"), ("rc_calm", "calm"), ("rc_harness", "harness"), ("rc_custom", "custom"))
+
+
 def remove_classify_table(runs: list[Run]) -> Table | None:
-    """CALM's remove-and-classify: per model and method, the dataset ratio sum(top-k correct) / sum(random-k
-    correct) for each erased fraction k (lower is better), from the ``rc_details`` CSVs. None without them."""
-    curves = {r.tag: {m: c for m, c in r.curves("rc").items() if not is_ablation(m)} for r in runs}
+    """CALM's remove-and-classify: per model, method and protocol, the dataset ratio sum(top-k correct) /
+    sum(random-k correct) for each erased fraction k (lower is better), from the ``rc_details`` CSVs of the metrics
+    stage (protocol ``harness``) and the ``rc_<protocol>_details`` CSVs of ``remove-classify``. None without them."""
+    curves = {r.tag: [(prefix, protocol, m, c) for prefix, protocol in RC_SOURCES
+                      for m, c in r.curves(prefix).items() if not is_ablation(m)] for r in runs}
     with_rc = [r for r in runs if curves[r.tag]]
     if not with_rc:
         return None
     from metrics.remove_and_classify import ERASE_K, ratios_from_curves  # imports torch: only when there are rc CSVs
-    header = ["model", "method", "n"] + [f"k={k:g} ↓" for k in ERASE_K] + ["mean ↓"]
+    header = ["model", "method", "protocol", "n"] + [f"k={k:g} ↓" for k in ERASE_K] + ["mean ↓"]
     rows, records = [], []
     for r in with_rc:
-        for m, c in curves[r.tag].items():
+        for prefix, protocol, m, c in curves[r.tag]:
             ratios = ratios_from_curves(c.to_numpy())
             mean = float(np.nanmean(list(ratios.values()))) if not all(np.isnan(v) for v in ratios.values()) \
                 else float("nan")
-            rows.append([r.label, m, str(len(c))] + [f"{ratios[k]:.3f}" for k in ERASE_K] + [f"{mean:.3f}"])
+            rows.append([r.label, m, protocol, str(len(c))] + [f"{ratios[k]:.3f}" for k in ERASE_K] + [f"{mean:.3f}"])
             records.append({"table": "remove_classify", "model": r.tag, "profile": r.profile, "method": m,
-                            "n": len(c), **{f"ratio_k{k:g}": ratios[k] for k in ERASE_K}, "ratio_mean": mean})
+                            "protocol": protocol, "source": f"{prefix}_details", "n": len(c),
+                            **{f"ratio_k{k:g}": ratios[k] for k in ERASE_K}, "ratio_mean": mean})
     notes = _profile_notes(with_rc) + [
         "Remove-and-classify (CALM, Kim et al. 2021): for each fraction k of the pixels, the images still classified "
         "as the explained class after erasing the k most attributed pixels (zero baseline), divided by the same "
-        "count after erasing k random pixels (seeded per image). Lower is better: the map found what the model "
-        "needs. A ratio is over the whole image set (n images), not a mean of per-image values."]
+        "count after erasing k random pixels. Lower is better: the map found what the model needs. A ratio is over "
+        "the whole image set (n images), not a mean of per-image values.",
+        "Protocol: `calm` = the authors' evaluation (`remove-classify --protocol calm`: the ground-truth label "
+        "explained and counted, raw maps, torch.topk ranking, PIL resize, numpy random pixels); `harness` = the "
+        "clean top-1 explained and counted, the stored normalised maps, stable ranking, the profile's resize, "
+        "random pixels seeded per image (the metrics stage's `remove_classify`, or `remove-classify --protocol "
+        "harness`); `custom` = other choices, listed in `remove_classify_custom.json`."]
     return Table("remove_classify", "Remove-and-classify ratio (CALM's evaluation)", header, rows,
                  pd.DataFrame(records), notes, [])
 

@@ -83,7 +83,7 @@ def describe(choices: tuple[Choice, ...], protocol: dict) -> dict:
 
 def image_tensor(img, resize: str):
     """A PIL image as the [3, 224, 224] float tensor in [0, 1] of the ``resize`` choice (before normalisation)."""
-    from benchmark.data.preprocess import preprocess, preprocess_pil
+    from benchmark.data.preprocessing import preprocess, preprocess_pil
 
     if resize == "pil":
         return preprocess_pil(img, 224)

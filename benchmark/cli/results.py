@@ -74,6 +74,19 @@ def cmd_status(args) -> int:
 
     text, code = status_text(args.folder, verify=not args.no_verify, repair=args.repair)
     print(text)
+    if args.top1:
+        from runners.agreement import check_folder, summary
+        from runners.status import find_run_dirs
+
+        for run_dir in find_run_dirs(Path(args.folder)):
+            res = check_folder(run_dir)
+            print(f"{run_dir}: {summary(res)}")
+            for d in res.get("differ", []):
+                print(f"  {d['image']}: ours {d['ours']}, the authors' {d['authors']}")
+            if res.get("differ_count", 0) > len(res.get("differ", [])):
+                print(f"  ... and {res['differ_count'] - len(res['differ'])} more")
+            if res.get("warning"):
+                print(f"WARNING: {res['warning']}", file=sys.stderr)
     return code
 
 
@@ -82,6 +95,8 @@ def status_arguments(p) -> None:
                    "results)")
     p.add_argument("--no-verify", action="store_true", help="do not check the stored rows' checksums and the shard "
                    "files' sha256 (faster)")
+    p.add_argument("--top1", action="store_true", help="compare each run's stored clean top-1 classes with the "
+                   "Poly-CAM authors' (vgg16/resnet50, ImageNet weights, their image list); computes nothing")
     p.add_argument("--repair", action="store_true", help="salvage damaged stores: a store that cannot be read is "
                    "rebuilt from what can (the damaged file is kept aside); rows failing their checksum are marked "
                    "to be recomputed by the next run")

@@ -32,6 +32,22 @@ def print_failures(report, what: str) -> None:
             print(f"  ... and {len(failed) - 10} more failures of {key}", file=sys.stderr)
 
 
+def print_agreement(ctx) -> None:
+    """The run's top-1 agreement with the Poly-CAM authors (from provenance.json), loudly when it is low."""
+    import json
+
+    from runners.agreement import summary
+
+    try:
+        res = json.loads((ctx.run_dir / "provenance.json").read_text()).get("top1_agreement")
+    except (OSError, ValueError):
+        return
+    if res:
+        print(summary(res))
+        if res.get("warning"):
+            print(f"WARNING: {res['warning']}", file=sys.stderr)
+
+
 def _dry_run(ctx, command: str) -> int:
     """``--dry-run``: print the passes of each stage and an ETA from a short calibration; compute nothing."""
     from runners.costs import dry_run
@@ -123,6 +139,7 @@ def cmd_maps(args) -> int:
     report = run_maps(ctx)
     print_report(report, "maps")
     print_failures(report, "maps")
+    print_agreement(ctx)
     return 0 if report.ok else 1
 
 
@@ -181,9 +198,9 @@ def cmd_run(args) -> int:
         return _dry_run(ctx, "run")
     if ctx.cfg.sharded:
         return _sharded(ctx, "run")
-    print(f"data: {ctx.source.description}; {len(ctx.indices)} image(s); profile {ctx.profile.name}; "
-          f"device {ctx.device}; results in {ctx.run_dir}")
-    if ctx.source.description.startswith("demo"):
+    print(f"data: {ctx.source.description} (from {ctx.source.origin}); {len(ctx.indices)} image(s); profile "
+          f"{ctx.profile.name}; device {ctx.device}; results in {ctx.run_dir}")
+    if ctx.source.origin == "no --data given":
         print("no --data given: using the embedded demo photos (pass --data DIR for ILSVRC2012 val)")
     with ctx.lock():  # one lock for the whole command: no second process writes this folder meanwhile
         maps = run_maps(ctx)
@@ -203,6 +220,7 @@ def cmd_run(args) -> int:
             print_failures(sanity, "sanity check")
         print()
         print(paths["markdown"].read_text())
+        print_agreement(ctx)
         report = _report_locked(ctx)
     print(f"done in {time.perf_counter() - t0:.0f} s. Tables: {paths['markdown']}; CSV: {ctx.run_dir / 'csv'}; "
           f"maps: {ctx.run_dir / 'maps.h5'}" + (f"; report: {report}" if report else ""))

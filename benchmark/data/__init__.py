@@ -1,7 +1,17 @@
 """Floor 1, the data: image lists, image sources (demo photos, an ILSVRC folder), decoding and checking, the
-paper's preprocessing, the image cache of a stage, and CUB-200-2011's annotations. Imports only the core."""
+paper's preprocessing, the image cache of a stage, CUB-200-2011's annotations, ILSVRC labels and the Poly-CAM
+authors' reference data. Imports only the core.
 
-from .errors import DataError  # noqa: F401
-from .lists import read_image_list  # noqa: F401
-from .preprocess import preprocess, resize, to_rgb  # noqa: F401
-from .sources import DemoSource, FolderSource, ImageSource, check_images, format_bad_images, make_source  # noqa: F401
+The names below are loaded on first use, so that a floor reading only lists (the outputs) does not import torch."""
+
+import importlib
+
+_EXPORTS = {"DataError": "errors", "read_image_list": "lists", "preprocess": "preprocessing", "resize": "preprocessing",
+            "to_rgb": "preprocessing", "DemoSource": "sources", "FolderSource": "sources", "ImageSource": "sources",
+            "check_images": "sources", "format_bad_images": "sources", "make_source": "sources"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from .errors import DataError
 from .lists import DEFAULT_LIST, check_names, name_problem, read_image_list
-from .preprocess import to_rgb
+from .preprocessing import to_rgb
 
 DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
 DATA_ENV = "BENCHMARK_DATA"  # default for --data
@@ -23,6 +23,8 @@ class ImageSource:
 
     description: str = ""
     names: list[str]
+    origin: str = "--data"  # where the data came from: --data, $BENCHMARK_DATA or "no --data given"
+    list_path: Path | None = None  # the list file of the names, when there is one
 
     def open(self, name: str) -> Image.Image:
         raise NotImplementedError
@@ -114,11 +116,26 @@ def format_bad_images(bad: Sequence[BadImage]) -> str:
     return "\n".join(lines)
 
 
-def make_source(data: str | None, image_list: str | None) -> ImageSource:
-    """``--data demo`` (or nothing) gives the scikit-image photos; otherwise a folder with a list file."""
-    data = data or os.environ.get(DATA_ENV) or "demo"
+def make_source(data: str | None, image_list: str | None, demo_by_default: bool = True) -> ImageSource:
+    """The images of a run. ``data``: ``demo`` (the scikit-image photos), a folder, or None: ``$BENCHMARK_DATA``,
+    else the demo photos where ``demo_by_default`` (the quick profile) and an error naming the remedies otherwise
+    (the paper profile runs on ILSVRC2012 val). ``image_list``: a list file, by default the authors' 2000 images
+    for a folder. The source's ``origin`` says where the data came from; ``list_path`` is the list file (or None)."""
+    origin = "--data"
+    if not data:
+        data, origin = os.environ.get(DATA_ENV), f"${DATA_ENV}"
+    if not data:
+        if not demo_by_default:
+            raise DataError(f"the paper profile runs on ILSVRC2012 val images: give --data DIR (the val folder, files "
+                            f"at DIR/NAME or DIR/<class>/NAME) or set ${DATA_ENV}; for the demo photos use "
+                            "--profile quick, or --data demo")
+        data, origin = "demo", "no --data given"
     if data == "demo":
-        return DemoSource(read_image_list(image_list) if image_list else None)
-    if image_list is None:
-        image_list = str(DEFAULT_LIST)
-    return FolderSource(data, read_image_list(image_list))
+        source = DemoSource(read_image_list(image_list) if image_list else None)
+        source.list_path = Path(image_list) if image_list else None
+    else:
+        path = Path(image_list) if image_list is not None else DEFAULT_LIST
+        source = FolderSource(data, read_image_list(path))
+        source.list_path = path
+    source.origin = origin
+    return source

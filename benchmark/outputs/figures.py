@@ -28,8 +28,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmark.core.atomic import atomic_write  # noqa: E402
-from benchmark.data.preprocess import preprocess  # noqa: E402
+from benchmark.data.preprocessing import preprocess  # noqa: E402
 from benchmark.data.sources import make_source  # noqa: E402
+from runners.agreement import summary as agreement_summary  # noqa: E402
 
 from .published import PAPER_LABELS  # noqa: E402
 from .tables import (  # noqa: E402
@@ -172,13 +173,14 @@ def _input_images(run: Run, names: list[str]) -> tuple[dict[str, np.ndarray], st
     """The model-input images (224x224, [0,1]) of ``names`` from the data source recorded in provenance.json."""
     cfg = run.provenance.get("config", {})
     prof = run.provenance.get("protocol", {}).get("profile", {})
+    data = run.provenance.get("data_source", {}).get("data") or cfg.get("data") or "demo"
     try:
-        source = make_source(cfg.get("data") or "demo", cfg.get("image_list"))
+        source = make_source(data, run.provenance.get("image_list") or cfg.get("image_list"))
         size, antialias = int(prof.get("image_size", 224)), bool(prof.get("antialias", False))
         out = {n: preprocess(source.open(n), size, antialias).permute(1, 2, 0).numpy() for n in names}
         return out, ""
     except Exception as err:  # the data may live on another machine: draw the maps without the photo
-        return {}, f"images not drawn under the maps: data source {cfg.get('data')!r} not readable here ({err})"
+        return {}, f"images not drawn under the maps: data source {data!r} not readable here ({err})"
 
 
 def maps_figure(run: Run, path: Path, n_images: int = 4, methods: list[str] | None = None,
@@ -352,6 +354,13 @@ def run_figures(run: Run, out_dir: Path, n_images: int = 4) -> tuple[dict[str, P
     return figs, notes
 
 
+def agreement_line(res: dict | None) -> str:
+    """The run's top-1 agreement with the authors, for the provenance table of the report."""
+    if not res:
+        return "not computed (no provenance entry)"
+    return agreement_summary(res).removeprefix("top-1 agreement with the authors").lstrip(":' ")
+
+
 def describe_provenance(run: Run) -> dict:
     """The provenance fields a report shows (profile, model, weights, seeds, data, versions)."""
     p = run.provenance
@@ -363,7 +372,11 @@ def describe_provenance(run: Run) -> dict:
             "protocol": json.dumps(prof.get("profile", {})) if prof else "unknown (no provenance.json)",
             "metric parameters": json.dumps(p.get("metrics", {})) if p.get("metrics") else "-",
             "weights": f"{prof.get('weights', model.get('weights', '?'))} (sha256 {model.get('weights_sha256', '?')})",
-            "seed": prof.get("seed", "?"), "data": p.get("data", "?"), "image list": p.get("image_list") or "default",
+            "seed": prof.get("seed", "?"), "data": p.get("data", "?"),
+            "image list": (f"{p.get('image_list_name')} (sha256 {str(p.get('image_list_sha256'))[:12]}...; "
+                           + ("the Poly-CAM authors' list)" if p.get("image_list_is_authors") else "not the authors' "
+                              "list)")) if p.get("image_list_name") else "the demo photos",
+            "top-1 agreement": agreement_line(p.get("top1_agreement")),
             "limit": p.get("limit"), "Poly-CAM layers": ", ".join(run.polycam_layers() or []) or "?",
             "versions": ", ".join(f"{k} {v}" for k, v in vers.items()) or "?",
             "git commit": env.get("git_commit", "?"), "device": env.get("device", "?"),

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmark.core.atomic import atomic_write  # noqa: E402
-from benchmark.data.preprocess import preprocess  # noqa: E402
+from benchmark.data.preprocessing import preprocess  # noqa: E402
 from runners.sanity import THUMB, load_units  # noqa: E402
 
 

@@ -38,6 +38,7 @@ import pandas as pd
 
 from benchmark.core.atomic import write_text
 from benchmark.core.csvfiles import read_values_csv
+from runners.agreement import summary as agreement_summary
 
 from . import published as pub
 from . import significance as sig
@@ -104,8 +105,13 @@ class Run:
         ins = self.provenance.get("metrics", {}).get("insertion") or self.provenance.get("metrics", {}).get("deletion")
         insdel = (f"{ins.get('steps')} insertion/deletion steps, blur {ins.get('blur_kernel')}x"
                   f"{ins.get('blur_kernel')} sigma {ins.get('blur_sigma')}, ") if ins else ""
+        lst = self.provenance.get("image_list_name")
+        images = (f"; images: {lst}" + (" (the Poly-CAM authors' list)" if self.provenance.get("image_list_is_authors")
+                                        else " (not the authors' list)")) if lst else "; images: the demo photos"
+        top1 = self.provenance.get("top1_agreement")
+        agree = f"; {agreement_summary(top1)}" if top1 else ""
         return (f"`{self.tag}`: profile `{p.get('name')}` ({insdel}{p.get('image_size')} px, antialias "
-                f"{p.get('antialias')})")
+                f"{p.get('antialias')}{images}{agree})")
 
     def polycam_layers(self) -> list[str] | None:
         m = self.provenance.get("model", {})

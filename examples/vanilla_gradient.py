@@ -1,6 +1,6 @@
 """A complete plugin: vanilla gradient saliency (Simonyan et al. 2014) in one file.
 
-    python -m benchmark run --model efficientnet_lite0 --profile quick --plugin examples/vanilla_gradient.py
+    python -m benchmark run --model efficientnet_lite0 --profile quick --limit 1 --plugin examples/vanilla_gradient.py
 
 Map: ``S(i, j) = max_c |dY_t / dx_c(i, j)|`` with ``Y_t`` the logit of the explained class.
 """

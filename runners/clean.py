@@ -73,17 +73,16 @@ def ensure_targets(ctx: RunContext, store: H5Store, usable: list[int]) -> None:
     if not todo:
         return
     bs = ctx.batch_size
-    bar = ctx.bar(len(todo), "clean forward (targets)")
-    for start in range(0, len(todo), bs):
-        chunk = todo[start:start + bs]
-        ctx.prefetch(todo[start + bs:start + 2 * bs])
-        chunk, x, _ = load_chunk(ctx, store, chunk)
-        if chunk:
-            with ctx.autocast():
-                cls, prob = predict(ctx.model.net, x, bs)
-            store.write("clean", chunk, target=cls.cpu().numpy(), prob=prob.cpu().numpy())
-        bar.update(len(chunk))
-    bar.close()
+    with ctx.progress.item("clean forward (targets)", len(todo), len(todo)) as bar:
+        for start in range(0, len(todo), bs):
+            chunk = todo[start:start + bs]
+            ctx.prefetch(todo[start + bs:start + 2 * bs])
+            rows, x, _ = load_chunk(ctx, store, chunk)
+            if rows:
+                with ctx.autocast():
+                    cls, prob = predict(ctx.model.net, x, bs)
+                store.write("clean", rows, target=cls.cpu().numpy(), prob=prob.cpu().numpy())
+            bar.images(len(chunk))
 
 
 def prepare(ctx: RunContext, store: H5Store) -> list[int]:

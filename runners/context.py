@@ -30,9 +30,10 @@ from methods.base import load_builtin_methods
 from .agreement import agreement, stored_top1
 from .overrides import check_overrides
 from .plugins import load_plugin
+from .progress import PassProgress
 from .provenance import environment
 from .store import H5Store, RunLock
-from .tuning import cached_pass_batch_size
+from .tuning import cached_pass_batch_size, cached_tuning
 
 DEFAULT_METRICS = ("insertion", "deletion")
 
@@ -140,6 +141,7 @@ class RunContext:
         self._pass_bs = cfg.pass_batch_size or cfg.batch_size  # None: tuned on first use
         self.pass_tuning: dict | None = None
         self._cache: ImageCache | None = None
+        self._progress: PassProgress | None = None
         self.image_counters: dict = {}
 
     # ----------------------------------------------------------------------------------------- the model
@@ -183,6 +185,21 @@ class RunContext:
                     self.model.net, self.model.name, self.profile.image_size, self.device, self.precision, cap=cap,
                     echo=tqdm.write if self.cfg.progress else None)
         return self._pass_bs
+
+    def known_pass_batch_size(self) -> tuple[int, str]:
+        """The inputs per pass without measuring anything (the dry run): ``--batch-size``, the size stored for this
+        machine, model and precision, or a provisional default (the run itself will measure it); (size, where from).
+        The run's methods and metrics are then built with it."""
+        if self._pass_bs is not None:
+            return self._pass_bs, "given"
+        bounded = self.resolve_batch_size()
+        cap = bounded if self.memory is not None and self.memory.get("cap") is not None else None
+        tuned = cached_tuning(self.model.name, self.profile.image_size, self.device, self.precision, cap)
+        if tuned is not None:
+            self._pass_bs, self.pass_tuning = int(tuned["chosen"]), tuned
+            return self._pass_bs, f"stored for this machine, measured {tuned.get('measured')}"
+        self._pass_bs = min(128 if self.device.type == "cuda" else 8, bounded)
+        return self._pass_bs, "provisional: this machine has no stored measurement; the run measures it once"
 
     def autocast(self):
         return precision_mod.autocast(self.precision, self.device)
@@ -236,6 +253,13 @@ class RunContext:
 
     def lock(self) -> RunLock:
         return RunLock(self.run_dir)
+
+    @property
+    def progress(self) -> PassProgress:
+        """The run's progress in model passes (:mod:`runners.progress`)."""
+        if self._progress is None:
+            self._progress = PassProgress(self.model.net, enabled=self.cfg.progress)
+        return self._progress
 
     def bar(self, total: int, desc: str, unit: str = "img"):
         return tqdm(total=total, desc=desc, unit=unit, disable=not self.cfg.progress, dynamic_ncols=True)

@@ -12,25 +12,25 @@ forward+backward passes). A run of ``N`` selected images needs
 metric that re-runs the method is not applicable to them). Poly-CAM's cost is an upper bound: constant channels
 are skipped at run time. The counts are for all selected images; a resumed run computes only what is missing.
 
-Calibration measures the model's forward passes/s (no_grad) and forward+backward passes/s (gradient of the summed
-target logits with respect to the input, as gradient methods do) at a few batch sizes up to the run's batch size,
-within a time budget; the ETA prices the passes at the rate of the run's batch size (the largest one measured)::
+Calibration gives the model's steady-state forward passes/s (no_grad) and forward+backward passes/s (gradient of
+the summed target logits with respect to the input, as gradient methods do) at the run's inputs per pass, each a
+timed block after an untimed warm-up pass (cold costs excluded), measured once per machine, model and precision and
+stored (:func:`runners.tuning.cached_rates`)::
 
     ETA = sum_stages forward / R_forward + backward / R_backward
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from benchmark.core.cost import Cost
-from benchmark.core.timing import probe_input, time_passes
 from methods.base import METHODS, NotApplicable
 from metrics.base import MetricError
 
 from .context import DEFAULT_METRICS, RunContext
 from .factory import build_methods, build_metrics, in_run_order
+from .tuning import cached_rates
 
 
 @dataclass
@@ -54,54 +54,35 @@ class StageCost:
 
 @dataclass
 class Calibration:
-    """Measured passes per second by batch size; ``rate(kind)`` at the run's batch size."""
+    """Steady-state passes per second of the model at the run's inputs per pass (cold costs excluded: every block
+    is timed after a warm-up pass), forward-only and forward+backward; ``source`` says where they came from."""
 
     device: str
     batch_size: int
-    forward: dict[int, float] = field(default_factory=dict)  # batch size -> forward passes/s
-    backward: dict[int, float] = field(default_factory=dict)  # batch size -> forward+backward passes/s
-    seconds: float = 0.0
+    forward: float
+    backward: float | None = None
+    source: str = ""  # "measured now (N s)", "stored (measured DATE)"
 
     def rate(self, kind: str) -> float:
-        table = self.forward if kind == "forward" else self.backward
-        usable = [b for b in table if b <= self.batch_size] or list(table)
-        return table[max(usable)]
+        r = self.forward if kind == "forward" else self.backward
+        if not r:
+            raise ValueError(f"no {kind} rate was measured")
+        return r
 
     def as_dict(self) -> dict:
-        return {"device": self.device, "batch_size": self.batch_size, "seconds": round(self.seconds, 2),
-                "forward_passes_per_s": {str(k): v for k, v in self.forward.items()},
-                "backward_passes_per_s": {str(k): v for k, v in self.backward.items()}}
+        return {"device": self.device, "batch_size": self.batch_size, "forward_passes_per_s": self.forward,
+                "backward_passes_per_s": self.backward, "source": self.source}
 
 
-def calibration_sizes(batch_size: int) -> list[int]:
-    """``batch_size`` and its halvings down to at most 3 sizes (e.g. 32 -> [8, 16, 32])."""
-    sizes = [batch_size]
-    while len(sizes) < 3 and sizes[-1] > 1:
-        sizes.append(max(1, sizes[-1] // 2))
-    return sorted(set(sizes))
-
-
-def calibrate(model, batch_size: int, budget_s: float = 4.0, size: int = 224,
-              need_backward: bool = True) -> Calibration:
-    """Forward (and forward+backward) passes/s at :func:`calibration_sizes` within about ``budget_s`` seconds.
-
-    Sizes are measured smallest first; a size whose one pass would not fit the remaining budget is left out
-    (the ETA then uses the largest size measured)."""
-    cal = Calibration(device=str(model.device), batch_size=batch_size)
-    t_start = time.perf_counter()
-    kinds = ("forward", "backward") if need_backward else ("forward",)
-    per = budget_s / (len(kinds) * len(calibration_sizes(batch_size)))
-    for bs in calibration_sizes(batch_size):
-        for kind in kinds:
-            table = cal.forward if kind == "forward" else cal.backward
-            if table:  # predict this size's pass time from the last one; stop if it would blow the budget
-                last_bs = max(table)
-                left = budget_s - (time.perf_counter() - t_start)
-                if bs / table[last_bs] * 2 > max(left, 0.0):
-                    continue
-            table[bs] = time_passes(model.net, probe_input(bs, size, model.device), kind == "backward", per)
-    cal.seconds = time.perf_counter() - t_start
-    return cal
+def calibrate(ctx: RunContext, batch_size: int, need_backward: bool = True, echo=None) -> Calibration:
+    """The model's steady-state rates at ``batch_size`` inputs per pass on this machine and precision, measured once
+    (a second or so per kind) and reused by every later dry run (:func:`runners.tuning.cached_rates`)."""
+    with ctx.autocast():
+        rec = cached_rates(ctx.model.net, ctx.model.name, ctx.profile.image_size, ctx.device, ctx.precision,
+                           batch_size, need_backward, echo=echo)
+    src = (f"stored, measured {rec.get('measured')}" if rec.get("cached") else
+           f"measured now ({rec.get('seconds', 0):.1f} s)")
+    return Calibration(str(ctx.device), batch_size, rec["forward"], rec.get("backward"), src)
 
 
 # ---------------------------------------------------------------------------------------------------- plan
@@ -151,7 +132,33 @@ def plan(ctx: RunContext, stages: tuple[str, ...] = ("maps", "metrics"), map_ids
                     skipped[f"{metric.id}/{mid}"] = str(err)
                     continue
                 rows.append(StageCost("metrics", f"{metric.id}/{mid}", n, c))
+    if "sanity" in stages:
+        producers, covered = [], set()
+        for m in in_run_order(methods):  # one producer per sanity id: pcampm computes pcamp and pcamm too
+            if any(i in m.output_ids and i not in covered for i in ctx.profile.sanity_methods):
+                producers.append(m)
+                covered |= set(m.output_ids)
+        rows += sanity_rows(ctx, producers)
     return rows, skipped
+
+
+def sanity_rows(ctx: RunContext, methods: list) -> list[StageCost]:
+    """The cascading-randomisation check of ``run`` (the profile's sanity methods, its first images): per image and
+    method, the trained model's map, then at every one of the L randomisation steps one forward pass (the randomised
+    model's top-1) and the maps of up to two classes (the two target conventions):
+    ``cost_m (1 + 2 L) + L`` passes, an upper bound (one map when the two classes coincide)."""
+    from metrics.randomisation import randomisation_order
+
+    if not methods:
+        return []
+    steps = len(randomisation_order(ctx.model.net, ctx.profile.image_size, ctx.device))
+    n = min(ctx.profile.sanity_images, len(ctx.indices))
+    out = []
+    for m in methods:
+        c = m.cost(ctx.model)
+        per = Cost(forward=c.forward * (1 + 2 * steps) + steps, backward=c.backward * (1 + 2 * steps))
+        out.append(StageCost("sanity", m.id, n, per, f"{steps} randomisation steps, both conventions (upper bound)"))
+    return out
 
 
 def eta_seconds(row: StageCost, cal: Calibration) -> float:
@@ -182,25 +189,24 @@ def format_plan(rows: list[StageCost], skipped: dict[str, str], cal: Calibration
     lines.append(f"| **total** | | | | | {total_f:g} | {total_b:g} | {_fmt_s(total_t) if cal else '-'} |")
     out = "\n".join(lines)
     if cal:
-        f = ", ".join(f"{v:.1f}/s at {k}" for k, v in sorted(cal.forward.items()))
-        b = ", ".join(f"{v:.1f}/s at {k}" for k, v in sorted(cal.backward.items()))
-        out += (f"\ncalibration on {cal.device} ({cal.seconds:.1f} s): forward {f}; forward+backward "
-                f"{b or 'not measured'}; ETA at batch size {cal.batch_size}")
+        b = f"{cal.backward:.1f} forward+backward passes/s" if cal.backward else "forward+backward not needed"
+        out += (f"\nrates on {cal.device} at {cal.batch_size} inputs per pass ({cal.source}; steady state, warm-up "
+                f"excluded): {cal.forward:.1f} forward passes/s, {b}")
     for key, reason in skipped.items():
         out += f"\nnot applicable: {key}: {reason}"
     return out
 
 
-def dry_run(ctx: RunContext, stages: tuple[str, ...], map_ids: list[str] | None = None, budget_s: float = 4.0,
-            echo=print) -> dict:
-    """Print the plan and the ETA before any work (``--dry-run``); return them as a dict."""
+def dry_run(ctx: RunContext, stages: tuple[str, ...], map_ids: list[str] | None = None, echo=print) -> dict:
+    """Print the plan and the ETA before any work (``--dry-run``); return them as a dict. Nothing is tuned: the
+    inputs per pass are ``--batch-size``, the size stored for this machine, or a provisional one (said so)."""
+    size, why = ctx.known_pass_batch_size()
     rows, skipped = plan(ctx, stages, map_ids)
     need_bwd = any(r.per_image.backward for r in rows)
-    cal = calibrate(ctx.model, ctx.resolve_pass_batch_size(), budget_s, ctx.profile.image_size,
-                    need_backward=need_bwd)
+    cal = calibrate(ctx, size, need_backward=need_bwd, echo=echo)
     echo(f"dry run: {len(ctx.indices)} image(s), model {ctx.tag}, profile {ctx.profile.name}, device "
-         f"{ctx.device}, batch size {ctx.batch_size}; nothing is computed or written")
+         f"{ctx.device}, batch size {ctx.batch_size}, {size} inputs per pass ({why}); nothing is computed or written")
     echo(format_plan(rows, skipped, cal))
     return {"rows": [{"stage": r.stage, "key": r.key, "images": r.images, "forward": r.forward,
                       "backward": r.backward, "eta_s": eta_seconds(r, cal)} for r in rows],
-            "skipped": skipped, "calibration": cal.as_dict()}
+            "skipped": skipped, "calibration": cal.as_dict(), "pass_batch_size": size, "pass_batch_size_from": why}

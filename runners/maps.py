@@ -102,9 +102,10 @@ class MapsStage:
         targets_all = store.read("clean", "target")
         t0 = time.perf_counter()
         bs = ctx.batch_size
-        bar = ctx.bar(len(todo), f"maps {method.id}")
+        cost = method.cost(ctx.model)
         # leaving early (an error, Ctrl-C) still stores every chunk already computed (BackgroundWriter)
-        with BackgroundWriter() as writer:
+        with ctx.progress.item(f"maps {method.id}", cost.passes * len(todo), len(todo)) as bar, \
+                BackgroundWriter() as writer:
             for start in range(0, len(todo), bs):
                 chunk = todo[start:start + bs]
                 ctx.prefetch(todo[start + bs:start + 2 * bs])
@@ -116,8 +117,7 @@ class MapsStage:
                     t = torch.as_tensor(targets_all[rows], device=ctx.device)
                     for part in explain_chunk(method, ctx.model, x, t, rows, ctx.profile.image_size, ctx.autocast):
                         writer.submit(self._store, store, groups, method, part, report)
-                bar.update(len(chunk))
-        bar.close()
+                bar.images(len(chunk))
         report.seconds[method.id] = time.perf_counter() - t0
 
     def _store(self, store: H5Store, groups: dict[str, str], method: Method, part: ChunkMaps,

@@ -264,12 +264,14 @@ class SanityCheck:
                     u.sims[step - 1] = [sims[s] for s in rnd.SIMILARITIES]
 
         bar = c.bar(len(order) + 1, f"sanity {name}", unit="step")
+        cost = {m: m.cost(c.model).passes for m in todo}  # the run's bar advances by the planned passes
         for method in todo:  # step 0: the trained network, both conventions explain the clean top-1
             try:
                 record(method, explain(method, c.model, [target]), dict.fromkeys(CONVENTIONS, target), 0)
             except Exception as err:  # noqa: BLE001 (any failure of a method fails its units, the stage goes on)
                 failed[method] = f"trained model: {_reason(err)}"
         bar.update(1)
+        c.progress.advance_run(sum(cost.values()))
         for step, layer, net in rnd.cascade(c.model.net, order, c.cfg.seed):
             model = dataclasses.replace(c.model, net=net)
             with c.autocast():
@@ -283,6 +285,7 @@ class SanityCheck:
                 except Exception as err:  # noqa: BLE001
                     failed[method] = f"step {step} ({layer}): {_reason(err)}"
             bar.update(1)
+            c.progress.advance_run(1 + sum(cost[m] * len({classes[conv] for _, conv in todo[m]}) for m in todo))
         bar.close()
         for method, pairs in todo.items():
             for oid, conv in pairs:

@@ -153,7 +153,15 @@ class MetricsStage:
         # an image that went bad is marked where the image checks read it (maps.h5), or in this store when the maps
         # come read-only (a shard's task)
         image_store = maps if getattr(getattr(maps, "f", None), "mode", "r") == "r+" else store
-        bar = ctx.bar(len(todo), f"{metric.id} {mid}")
+        cost = metric.cost(ctx.model, explainer.method.cost(ctx.model) if explainer is not None else None)
+        with ctx.progress.item(f"{metric.id} {mid}", cost.passes * len(todo), len(todo)) as bar:
+            self._score_rows(metric, mid, maps, store, todo, targets_all, explainer, image_store, key, report, bar)
+        report.seconds[key] = time.perf_counter() - t0
+        return True
+
+    def _score_rows(self, metric, mid, maps, store, todo, targets_all, explainer, image_store, key, report, bar):
+        ctx = self.ctx
+        names = ctx.source.names
         step = max(1, ctx.batch_size // (metric.curve_length or 1))  # about one batch of passes per call
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
@@ -168,7 +176,7 @@ class MetricsStage:
                 store.fail(key, i, reason)
                 report.failed[key][names[i]] = reason
             if not rows:
-                bar.update(len(chunk))
+                bar.images(len(chunk))
                 continue
             pos = {i: k for k, i in enumerate(chunk)}
             m = torch.as_tensor(stored["map"][[pos[i] for i in rows]], device=ctx.device)
@@ -182,10 +190,7 @@ class MetricsStage:
                 for i, reason in part.errors.items():
                     store.fail(key, i, reason)
                     report.failed[key][names[i]] = reason
-            bar.update(len(chunk))
-        bar.close()
-        report.seconds[key] = time.perf_counter() - t0
-        return True
+            bar.images(len(chunk))
 
 
 def run_metrics(ctx: RunContext, metric_ids: list[str] | None = None,

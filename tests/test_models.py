@@ -83,3 +83,23 @@ def test_normalize_is_per_channel():
     y = m.normalize(x)
     np.testing.assert_allclose(y[0, :, 0, 0].numpy(), [(0.5 - 0.485) / 0.229, (0.5 - 0.456) / 0.224,
                                                         (0.5 - 0.406) / 0.225], rtol=1e-6)
+
+
+def test_weights_identity_is_the_content():
+    """Random weights are identified by their tensors (BatchNorm's 0-dim counters included): the same seed gives the
+    same sha256, a changed weight another; a file is identified by its bytes."""
+    from benchmark.models.weights import state_dict_sha256, weights_identity
+
+    a = load_model("mobilenet_v3_small", "random", seed=0)
+    b = load_model("mobilenet_v3_small", "random", seed=0)
+    assert a.weights_sha256 == b.weights_sha256 == state_dict_sha256(a.net)
+    with torch.no_grad():
+        next(b.net.parameters()).add_(1e-3)
+    assert state_dict_sha256(b.net) != a.weights_sha256
+    import hashlib
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".pt") as fh:
+        fh.write(b"weights")
+        fh.flush()
+        assert weights_identity(a.net, fh.name) == hashlib.sha256(b"weights").hexdigest()

@@ -180,8 +180,35 @@ def test_dry_run_prints_the_plan_and_computes_nothing(tmp_path):
     assert "| maps | inputxgrad | 1 | 0 | 1 | 0 | 1 |" in proc.stdout
     assert "| metrics | deletion/occlusion | 1 | 16 | 0 | 16 | 0 |" in proc.stdout
     assert "| **total** | | | | | 102 | 1 |" in proc.stdout  # 1 clean + 37 + 2 maps x 2 metrics x 16
-    assert "calibration on cpu" in proc.stdout
+    assert "rates on cpu at 4 inputs per pass" in proc.stdout and "4 inputs per pass (given)" in proc.stdout
     assert not any(tmp_path.rglob("*.h5")) and not any(tmp_path.rglob("*.json"))
+
+
+def test_dry_run_tunes_nothing_and_reuses_its_calibration(tmp_path):
+    """Without --batch-size the dry run uses a provisional size (no tuning), measures the rates once (steady state)
+    and a second dry run reuses them: it measures nothing."""
+    env = {"BENCHMARK_CACHE": str(tmp_path / "cache")}
+    args = ["run", *TINY, "--limit", "1", "--methods", "occlusion,inputxgrad", "--out", tmp_path, "--dry-run",
+            "--no-progress"]
+    first = run_cli(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "8 inputs per pass (provisional" in first.stdout and "measured now" in first.stdout
+    assert not (tmp_path / "cache/pass_batch_size.json").exists()  # nothing tuned
+    rates = json.loads((tmp_path / "cache/rates.json").read_text())
+    (rec,) = rates.values()
+    assert rec["batch_size"] == 8 and rec["forward"] > 0 and rec["backward"] > 0
+    second = run_cli(*args, env=env)
+    assert "stored, measured" in second.stdout and "calibrating" not in second.stdout + second.stderr
+
+
+def test_eta_is_the_passes_over_the_steady_rates():
+    from benchmark.core.cost import Cost
+    from runners.costs import Calibration, StageCost, eta_seconds, format_plan
+
+    cal = Calibration("cpu", 8, forward=40.0, backward=10.0, source="stored")
+    row = StageCost("maps", "x", 3, Cost(forward=100.0, backward=2.0))
+    assert eta_seconds(row, cal) == 3 * 100 / 40 + 3 * 2 / 10
+    assert "| maps | x | 3 | 100 | 2 | 300 | 6 | 8.1 s |" in format_plan([row], {}, cal)
 
 
 def test_perf_command_tiny_json_has_every_field(tmp_path):

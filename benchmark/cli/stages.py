@@ -48,11 +48,21 @@ def print_agreement(ctx) -> None:
             print(f"WARNING: {res['warning']}", file=sys.stderr)
 
 
+def _planned_passes(ctx) -> float:
+    """The model passes of the whole run (maps, metrics, sanity) for its bar; 0 without progress bars."""
+    if not ctx.cfg.progress:
+        return 0.0
+    from runners.costs import plan
+
+    rows, _ = plan(ctx, ("maps", "metrics", "sanity"))
+    return sum(r.forward + r.backward for r in rows)
+
+
 def _dry_run(ctx, command: str) -> int:
     """``--dry-run``: print the passes of each stage and an ETA from a short calibration; compute nothing."""
     from runners.costs import dry_run
 
-    stages = {"maps": ("maps",), "metrics": ("metrics",), "run": ("maps", "metrics")}[command]
+    stages = {"maps": ("maps",), "metrics": ("metrics",), "run": ("maps", "metrics", "sanity")}[command]
     map_ids = None
     if command == "metrics":
         map_ids = ctx.cfg.methods
@@ -202,7 +212,7 @@ def cmd_run(args) -> int:
           f"{ctx.profile.name}; device {ctx.device}; results in {ctx.run_dir}")
     if ctx.source.origin == "no --data given":
         print("no --data given: using the embedded demo photos (pass --data DIR for ILSVRC2012 val)")
-    with ctx.lock():  # one lock for the whole command: no second process writes this folder meanwhile
+    with ctx.lock(), ctx.progress.run(_planned_passes(ctx), "run (all stages)"):  # one lock for the whole command
         maps = run_maps(ctx)
         print_report(maps, "maps")
         metrics = run_metrics(ctx, map_ids=maps.produced)

@@ -98,7 +98,7 @@ def check_images(source: ImageSource, names: Sequence[str] | None = None, progre
 
     bad = []
     names = source.names if names is None else names
-    for name in tqdm(names, desc="checking images", unit="img", disable=not progress, leave=False):
+    for name in tqdm(names, desc="checking images", unit="img", disable=not progress or not names, leave=False):
         try:
             img = source.open(name)
             if img.width < 1 or img.height < 1:

@@ -42,7 +42,7 @@ def state_dict_sha256(net: torch.nn.Module) -> str:
     for key, t in sorted(net.state_dict().items()):
         t = t.detach().to("cpu").contiguous()
         h.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

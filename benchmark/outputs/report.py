@@ -42,7 +42,9 @@ HOW_TO_READ = (
     f"(Wilcoxon signed-rank test on the same images, Holm-adjusted p < {ALPHA:g} over all pairs of the model and "
     "metric), not where their means merely differ. \"best\" marks a method that beats every other in that sense, "
     "\"≈best\" the methods not distinguishable from the best mean when none does, and the significance figures "
-    "show the same at a glance.")
+    "show the same at a glance. Rows marked (floor) are maps that ignore the model (random, centre, edges): the "
+    "level every method should beat, never compared or marked best; \"(floor not cleared)\" marks a mean that "
+    "does not beat them. Every table ends with a line explaining its symbols.")
 
 
 def _report_table(t: Table) -> Table:

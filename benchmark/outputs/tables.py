@@ -22,7 +22,11 @@ convention and randomisation step; ``ranks``: per model and metric (insertion, d
 mean ranks over the images they all have, with intervals, and the group not distinguishable from the best;
 ``pairwise_<tag>_<metric>``: every two methods of Table 4 on the same images, the mean paired difference, its
 interval, the Wilcoxon signed-rank p-value and Holm's adjustment. Missing methods, models or inputs are listed under
-each table.
+each table, and one line under each table (:func:`symbols_line`) explains every symbol it uses.
+
+The model-independent baselines (:data:`FLOOR_METHODS`) are the floor: the last rows of Tables 1, 4 and 5, labelled
+``(floor)``, never compared, ranked or marked best; a method's mean that does not beat the best floor mean of its
+model is marked ``(floor not cleared)`` in Tables 1 and 4.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.outputs import published as pub
-from benchmark.outputs.tables import build_results_tables, build_tables, mean_se, read_randomisation
+from benchmark.outputs.tables import FLOOR_METHODS, build_results_tables, build_tables, mean_se, read_randomisation
 
 SQRT3 = np.sqrt(3.0)
 
@@ -183,7 +183,8 @@ def test_table5_from_sens_csvs(results):
     assert df.loc[("vgg16", "pcampm"), "max_sensitivity"] == pytest.approx(1.0)
     assert df.loc[("vgg16", "pcampm"), "max_sensitivity_se"] == pytest.approx(0.5)
     assert df.loc[("vgg16", "gradcam"), "paper_max_sensitivity"] == 0.0625
-    assert "resnet50: no max-sensitivity CSV (sens_resnet50_<method>.csv)" in t.missing
+    assert any(m.startswith("resnet50: no max-sensitivity CSV (sens_resnet50_<method>.csv); score it with "
+                            "`--metrics sensitivity`") for m in t.missing)
     assert "| gradcam | 2 | 2.0000 ± 1.0000 [1.0000, 3.0000] | 0.0625 |" in t.markdown()
     assert df.loc[("vgg16", "gradcam"), ["max_sensitivity_ci_low", "max_sensitivity_ci_high"]].tolist() == [1.0, 3.0]
 
@@ -251,3 +252,109 @@ def test_tables_command_all_models_and_one_model(results, capsys):
     assert set(df["model"]) == {"resnet50"}
     assert main(["tables", "--profile", "paper", "--out", str(results / "nothing_here")]) == 2
     assert "no results folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ floor, symbols, words
+def test_floor_rows_at_the_bottom_never_compared(results):
+    """The model-independent baselines are the floor: last rows, labelled, out of the comparisons and marks; a
+    method whose mean is no better than the best floor mean is marked in that cell."""
+    csv = results / "vgg16" / "csv"
+    write_faith(csv, "vgg16", "centre_prior", {"a.JPEG": 0.35, "b.JPEG": 0.25}, {"a.JPEG": 0.3, "b.JPEG": 0.3})
+    write_faith(csv, "vgg16", "random_map", {"a.JPEG": 0.1, "b.JPEG": 0.1}, {"a.JPEG": 0.2, "b.JPEG": 0.2})
+    built = build_results_tables(results)
+    comp = built["analyses"]["vgg16"]["comparisons"]["insertion"]
+    assert "centre_prior" not in comp["methods"] and "random_map" not in comp["methods"]
+    assert not set(built["tables"]["ranks"].data["method"]) & set(FLOOR_METHODS)
+    assert not any("centre_prior" in r[:2] for k, t in built["tables"].items() if k.startswith("pairwise")
+                   for r in t.rows)
+    t4 = built["tables"]["table4"]
+    labels = [r[0] for r in t4.rows]
+    assert labels[-2:] == ["random_map (floor)", "centre_prior (floor)"]  # FLOOR_METHODS order
+    df = t4.data.set_index(["model", "method"])
+    assert df.loc[("vgg16", "centre_prior"), "floor"] and not df.loc[("vgg16", "gradcam"), "floor"]
+    assert df.loc[("vgg16", "centre_prior"), "insertion_group"] == ""
+    # gradcam: insertion 0.2 < 0.3 (centre prior) does not clear it; deletion 0.1 < 0.2 (the best floor:
+    # random_map) and Ins-Del 0.1 > 0.0 (centre prior) do
+    g = df.loc[("vgg16", "gradcam")]
+    assert not g.insertion_clears_floor and g.deletion_clears_floor and g.ins_del_clears_floor
+    assert df.loc[("vgg16", "pcampm"), "insertion_clears_floor"]  # 0.7 > 0.3
+    row = next(r for r in t4.rows if r[0] == "gradcam")
+    assert row[2] == "0.200 ± 0.100 [0.100, 0.300] ≈best (floor not cleared)" and "floor" not in row[3]
+    floor_row = next(r for r in t4.rows if r[0] == "centre_prior (floor)")
+    assert "best" not in " ".join(floor_row)
+    assert any(n.startswith("Floor: model-independent baselines") for n in t4.notes)
+    assert "(floor): a model-independent baseline" in t4.symbols and "(floor not cleared):" in t4.symbols
+    t1 = built["tables"]["table1"]
+    assert [r[0] for r in t1.rows][-2:] == ["random_map (floor)", "centre_prior (floor)"]
+    md = t4.markdown()
+    assert md.index("| centre_prior (floor) |") < md.index("Symbols: ")  # the line is under the table
+
+
+def test_floor_ids_are_the_registered_baselines():
+    from methods import METHODS, get_method_class
+
+    assert set(FLOOR_METHODS) == {m for m in METHODS if get_method_class(m).family == "baseline"}
+
+
+SYMBOLS = {"±": "a ± b:", "≈best": "≈best:", "(floor)": "(floor):", "(floor not cleared)": "(floor not cleared):",
+           "↑": "↑ higher", "↓": "↓ lower"}
+
+
+def test_every_symbol_of_every_table_is_explained_under_it(results):
+    write_values(results / "vgg16" / "csv" / "sens_vgg16_gradcam.csv", {"a.JPEG": 1.0, "b.JPEG": 3.0})
+    write_faith(results / "vgg16" / "csv", "vgg16", "edge_map", {"a.JPEG": 0.3}, {"a.JPEG": 0.3})
+    built = build_results_tables(results)
+    assert {"table1", "table4", "table5", "ranks", "pairwise_vgg16_insertion"} <= set(built["tables"])
+    for key, t in built["tables"].items():
+        cells = [c for r in t.rows for c in r]
+        assert t.symbols.startswith("Symbols: "), key
+        assert t.markdown().rstrip().split("\n")[-1] == t.symbols or t.missing, key  # under the rows
+        for sym, text in SYMBOLS.items():
+            if any(sym in c for c in cells + t.header):
+                assert text in t.symbols, (key, sym)
+        if "-" in cells:
+            assert "-: " in t.symbols, key
+        if any(c.count("/") == 2 and c.replace("/", "").isdigit() for c in cells):
+            assert "n_ins/n_del/n_both" in t.symbols, key
+        if any("[" in c for c in cells):
+            assert "[lo, hi]: 95 % bootstrap interval" in t.symbols, key
+    t4 = built["tables"]["table4"]
+    assert "n_ins/n_del/n_both" in t4.symbols and "-: no value" in t4.symbols  # pcampm 3/2/2; rise not computed
+    assert "Symbols: " in (results / "tables" / "tables.md").read_text()
+    assert "Symbols: " in (results / "tables" / "faithfulness.tex").read_text()
+
+
+def test_paper_wording_only_where_a_paper_column_is_shown(tmp_path):
+    root = tmp_path / "quick"
+    write_provenance(root / "efficientnet_lite0", "efficientnet_lite0")
+    write_faith(root / "efficientnet_lite0" / "csv", "efficientnet_lite0", "gradcam", {"a": 0.5, "b": 0.4},
+                {"a": 0.25, "b": 0.2})
+    write_values(root / "efficientnet_lite0" / "csv" / "sens_efficientnet_lite0_gradcam.csv", {"a": 1.0})
+    built = build_results_tables(root)
+    text = (root / "tables" / "tables.md").read_text()
+    assert "(ours vs paper)" not in text and "paper columns" not in text and "paper:" not in text
+    assert built["tables"]["table4"].title.startswith("Table 4: Faithfulness")
+    assert built["tables"]["table5"].title == "Table 5: Sensitivity max table"
+    assert "Profile `quick` is not the paper's protocol (cheaper parameters): these numbers are not comparable" in text
+
+
+def test_randomisation_n_cells_are_explained(results):
+    """A similarity undefined on some images (Spearman of a constant map) shows its own n in its cell; one undefined
+    on every image shows `-`; both are explained under the table."""
+    rows = []
+    for img, sp in (("a.JPEG", np.nan), ("b.JPEG", 0.2)):
+        for step in (1, 2):
+            rows.append({"image": img, "method": "gradcam", "convention": "original_top1", "step": step,
+                         "layer": f"l{step}", "spearman": sp, "spearman_abs": np.nan, "ssim": 0.5, "hog": 0.1})
+    pd.DataFrame(rows).to_csv(results / "vgg16" / "csv" / "randomisation_vgg16.csv", index=False)
+    t = build_results_tables(results)["tables"]["randomisation"]
+    assert t.rows[0][4:7] == ["2", "0.200 (n=1)", "-"]
+    assert "(n=k): the similarity is defined on k of the n images only" in t.symbols
+    assert "-: the similarity is undefined on every image" in t.symbols
+
+
+def test_tables_of_a_missing_profile_name_the_one_that_exists(results, capsys):
+    """`tables --profile paper` with results only under results/quick says where they are."""
+    assert main(["tables", "--profile", "paper", "--out", str(results.parent / "paper")]) == 2
+    err = capsys.readouterr().err
+    assert "no results folder" in err and f"results exist in {results} (--profile quick" in err

@@ -34,6 +34,7 @@ from runners.agreement import summary as agreement_summary  # noqa: E402
 
 from .published import PAPER_LABELS  # noqa: E402
 from .tables import (  # noqa: E402
+    FLOOR_METHODS,
     SIMILARITIES,
     VARIANTS,
     Run,
@@ -44,19 +45,29 @@ from .tables import (  # noqa: E402
 )
 
 POLYCAM = ["pcamp", "pcamm", "pcampm"]
-CAM_FAMILY = ["gradcam", "gradcampp", "smoothgradcampp", "scorecam", "sscam", "iscam", "zoomcam", "layercam", "cam"]
+CAM_GRADIENT = ["gradcam", "gradcampp", "smoothgradcampp", "layercam", "zoomcam"]
+CAM_SCORE = ["scorecam", "sscam", "iscam", "cam"]
+CAM_FAMILY = CAM_GRADIENT + CAM_SCORE
 GRADIENT = ["inputxgrad", "integratedgradient", "smoothgrad"]
 PERTURBATION = ["occlusion", "rise"]
+FLOOR = list(FLOOR_METHODS)
+MAX_LINES = 6  # curves per panel
 # Panel title, methods. Poly-CAM: Figures 18/22; CAM-based: 19-20/23-24; gradient and perturbation: 21/25 (all
-# compared with PCAM±, as in the paper). Methods of no group (CALM, plugins) go to a last panel.
+# compared with PCAM±, as in the paper); the floor (model-independent baselines) against PCAM± too. Methods of no
+# group (CALM, plugins) go to the last panels, MAX_LINES - 1 at a time. At most MAX_LINES curves in a panel.
 GROUPS = [("Poly-CAM (Fig. 18/22)", POLYCAM),
-          ("CAM-based (Fig. 19-20/23-24)", POLYCAM + CAM_FAMILY),
+          ("CAM-based, gradient-weighted (Fig. 19-20/23-24)", ["pcampm"] + CAM_GRADIENT),
+          ("CAM-based, score-weighted and CAM (Fig. 19-20/23-24)", ["pcampm"] + CAM_SCORE),
           ("gradient (Fig. 21/25)", ["pcampm"] + GRADIENT),
-          ("perturbation (Fig. 21/25)", ["pcampm"] + PERTURBATION)]
-# Column order of the map comparison: the paper's Figure 5, then the others.
+          ("perturbation (Fig. 21/25)", ["pcampm"] + PERTURBATION),
+          ("floor: model-independent baselines", ["pcampm"] + FLOOR)]
+# Panel order of the map comparison: the paper's Figure 5, then the others, the floor last.
 MAP_ORDER = POLYCAM + ["zoomcam", "layercam", "gradcam", "gradcampp", "smoothgradcampp", "scorecam", "sscam",
                        "iscam", "cam", "inputxgrad", "integratedgradient", "smoothgrad", "occlusion", "rise"]
+MAP_COLUMNS = 8  # panels per row of the maps figure (the image and its maps, wrapped)
+SIGNED_CLIP = 99.5  # a signed map is drawn in [-a, a], a = this percentile of |map|
 LABELS = {m: lab.replace(" (ours)", "") for m, lab in PAPER_LABELS.items()}  # the paper's names
+LABELS.update({m: f"{m} (floor)" for m in FLOOR})
 
 
 def read_curves(run: Run, prefix: str) -> dict[str, pd.DataFrame]:
@@ -81,22 +92,46 @@ def _colours(methods: list[str]) -> dict:
     return {m: tab10(i) if i < 10 else tab20((2 * (i - 10) + 1) % 20) for i, m in enumerate(methods)}
 
 
+def curve_groups(found: set[str]) -> list[tuple[str, list[str]]]:
+    """The panels of the curves figure: (title, methods) with at most :data:`MAX_LINES` methods each; the methods
+    of no group (CALM, plugins) in panels of their own, with PCAM± as the reference."""
+    grouped = set().union(*[set(g) for _, g in GROUPS])
+    groups = [(t, [m for m in g if m in found]) for t, g in GROUPS]
+    others = sorted(found - grouped)
+    ref = [m for m in ["pcampm"] if m in found]
+    per = MAX_LINES - len(ref)
+    chunks = [others[i:i + per] for i in range(0, len(others), per)]
+    for i, chunk in enumerate(chunks):
+        part = f" ({i + 1}/{len(chunks)})" if len(chunks) > 1 else ""
+        groups.append((f"other methods{part}", ref + chunk))
+    # a panel holding only the reference says nothing
+    return [(t, ms) for t, ms in groups if ms and (ms != ref or t.startswith("Poly-CAM"))]
+
+
+def _curve_label(curves: dict, m: str, reference: bool) -> str:
+    """``<name>: ins <mean AUC> ↑, del <mean AUC> ↓, n=<images>`` for the legend of the curves figure."""
+    auc, n = {}, 0
+    for kind, df in ((k, curves[k].get(m)) for k in ("insertion", "deletion")):
+        auc[kind] = f"{df.mean(axis=1).mean():.3f}" if df is not None and len(df) else "-"
+        n = max(n, 0 if df is None else len(df))
+    return (f"{LABELS.get(m, m)}{' (reference)' if reference else ''}: ins {auc['insertion']} ↑, "
+            f"del {auc['deletion']} ↓, n={n}")
+
+
 def curves_figure(run: Run, path: Path) -> Path | None:
-    """Mean insertion (top row) and deletion (bottom row) curves, one column per method group."""
+    """Mean insertion (left) and deletion (right) curves, one row per method group (at most :data:`MAX_LINES`
+    curves per panel), one legend per row outside the axes with each method's mean AUCs."""
     curves = {"insertion": read_curves(run, "ins"), "deletion": read_curves(run, "del")}
     found = {m for c in curves.values() for m in c if not is_ablation(m)}
     if not found:
         return None
-    grouped = set().union(*[set(g) for _, g in GROUPS])
-    groups = [(t, [m for m in g if m in found]) for t, g in GROUPS]
-    others = sorted(found - grouped)
-    if others:
-        groups.append(("other methods", [m for m in ["pcampm"] if m in found] + others))
-    groups = [(t, ms) for t, ms in groups if ms]
-    fig, axes = plt.subplots(2, len(groups), figsize=(4.2 * len(groups), 7), squeeze=False, layout="constrained")
-    colours = _colours(sorted(found))
-    for col, (title, methods) in enumerate(groups):
-        for row, kind in enumerate(("insertion", "deletion")):
+    groups = curve_groups(found)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 2.9 * len(groups) + 0.6), squeeze=False,
+                             layout="constrained")
+    for row, (title, methods) in enumerate(groups):
+        colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)}
+        handles = {}
+        for col, kind in enumerate(("insertion", "deletion")):
             ax = axes[row, col]
             for m in methods:
                 df = curves[kind].get(m)
@@ -104,18 +139,21 @@ def curves_figure(run: Run, path: Path) -> Path | None:
                     continue
                 s = df.shape[1]
                 x = (np.arange(s) + 1) / s
-                mean = df.mean(axis=0).to_numpy()
-                style = "-" if m in POLYCAM else "--"
-                ax.plot(x, mean, style, color=colours[m], lw=1.6,
-                        label=f"{LABELS.get(m, m)} (AUC {df.mean(axis=1).mean():.3f}, n={len(df)})")
+                reference = m == "pcampm" and title != GROUPS[0][0]
+                line, = ax.plot(x, df.mean(axis=0).to_numpy(), "--" if reference else "-",
+                                color="black" if reference else colours[m], lw=1.2 if reference else 1.7)
+                handles.setdefault(m, line)
             ax.set_title(f"{kind}: {title}", fontsize=9)
             ax.set_xlabel(f"fraction of pixels {'inserted' if kind == 'insertion' else 'deleted'}", fontsize=8)
-            ax.set_ylabel("softmax of the explained class")
+            ax.set_ylabel("softmax of the explained class", fontsize=8)
             ax.set_xlim(0, 1)
             ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize=6.5, loc="best")
-    fig.suptitle(f"Mean insertion and deletion curves, {run.tag} (profile {run.profile})", fontsize=11)
+
+        labels = [_curve_label(curves, m, m == "pcampm" and title != GROUPS[0][0]) for m in handles]
+        axes[row, 1].legend(list(handles.values()), labels, fontsize=7.5, loc="center left",
+                            bbox_to_anchor=(1.02, 0.5), title="mean AUC", title_fontsize=7.5, frameon=False)
+    fig.suptitle(f"Mean insertion and deletion curves, {run.tag} (profile {run.profile}); legend: each method's mean "
+                 "AUC over its n images", fontsize=11)
     return _save(fig, path)
 
 
@@ -183,10 +221,41 @@ def _input_images(run: Run, names: list[str]) -> tuple[dict[str, np.ndarray], st
         return {}, f"images not drawn under the maps: data source {data!r} not readable here ({err})"
 
 
+def is_signed(maps: np.ndarray, tol: float = 1e-3) -> bool:
+    """True when maps hold values of both signs (negative below ``-tol`` times the largest magnitude): signed
+    attributions (InputXGrad, IntegratedGradient, Occlusion), drawn centred at 0 rather than min-max normalised."""
+    m = np.asarray(maps, dtype=np.float64)
+    top = np.nanmax(np.abs(m)) if m.size else 0.0
+    return bool(top > 0 and np.nanmin(m) < -tol * top and np.nanmax(m) > tol * top)
+
+
+def _draw_map(ax, sal: np.ndarray, photo: np.ndarray | None, signed: bool) -> None:
+    """One panel. Unsigned: min-max normalised per image, jet at alpha 0.5 over the photo. Signed: red positive,
+    blue negative (RdBu_r) in [-a, a], a = the :data:`SIGNED_CLIP` percentile of |map|, over the photo in grey with
+    an opacity growing with |map| (0 shows the photo)."""
+    sal = sal.astype(np.float64)
+    if not signed:
+        lo, hi = np.nanmin(sal), np.nanmax(sal)
+        sal = (sal - lo) / (hi - lo) if hi > lo else np.zeros_like(sal)
+        if photo is not None:
+            ax.imshow(photo)
+        ax.imshow(sal, cmap="jet", alpha=0.5 if photo is not None else 1.0, vmin=0, vmax=1)
+        return
+    a = float(np.nanpercentile(np.abs(sal), SIGNED_CLIP)) or float(np.nanmax(np.abs(sal))) or 1.0
+    v = np.clip(sal / a, -1, 1)
+    rgba = plt.get_cmap("RdBu_r")((v + 1) / 2)
+    if photo is not None:
+        ax.imshow(photo.mean(axis=2), cmap="gray", vmin=0, vmax=1)
+        rgba[..., 3] = 0.15 + 0.85 * np.abs(v)
+    ax.imshow(rgba)
+
+
 def maps_figure(run: Run, path: Path, n_images: int = 4, methods: list[str] | None = None,
                 images: list[str] | None = None) -> tuple[Path | None, str]:
-    """Figures 3/5: ``n_images`` images (or those named) as rows, methods as columns, jet overlay on the image.
-    Returns (path or None, a note: what was left out)."""
+    """Figures 3/5 as a grid: for each of ``n_images`` images (or those named), the image then every method's map,
+    wrapped to :data:`MAP_COLUMNS` panels a row. Unsigned maps: min-max normalised, jet over the image; signed maps
+    (:func:`is_signed`): centred at 0, red positive / blue negative, said in the panel's title. The floor maps
+    (model-independent baselines) come last. Returns (path or None, a note: what was left out)."""
     import h5py
 
     store = run.run_dir / "maps.h5"
@@ -196,7 +265,8 @@ def maps_figure(run: Run, path: Path, n_images: int = 4, methods: list[str] | No
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][()]]
         done = {m: f[f"maps/{m}/status"][()] == 1 for m in (f["maps"] if "maps" in f else {})}
         avail = [m for m in done if not is_ablation(m) and done[m].any()]
-        order = [m for m in MAP_ORDER if m in avail] + sorted(m for m in avail if m not in MAP_ORDER)
+        order = [m for m in MAP_ORDER if m in avail] + sorted(m for m in avail if m not in MAP_ORDER + FLOOR) + \
+            [m for m in FLOOR if m in avail]
         cols = [m for m in (methods or order) if m in avail]
         if not cols:
             return None, f"{run.tag}: no finished maps in maps.h5"
@@ -213,11 +283,16 @@ def maps_figure(run: Run, path: Path, n_images: int = 4, methods: list[str] | No
     rows = sorted(rows)
     photos, note = _input_images(run, [names[i] for i in rows])
     classes = _class_names() if targets is not None else None
-    fig, axes = plt.subplots(len(rows), len(cols) + 1, figsize=(1.6 * (len(cols) + 1), 1.75 * len(rows)),
-                             squeeze=False)
+    signed = {m: is_signed(maps[m]) for m in cols}
+    ncol = min(MAP_COLUMNS, len(cols) + 1)
+    per_image = -(-(len(cols) + 1) // ncol)  # panel rows per image
+    nrow = per_image * len(rows)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(1.75 * ncol, 2.0 * nrow + 0.6), squeeze=False,
+                             layout="constrained")
     for r, i in enumerate(rows):
         photo = photos.get(names[i])
-        ax = axes[r, 0]
+        panels = [axes[r * per_image + k // ncol, k % ncol] for k in range(per_image * ncol)]
+        ax = panels[0]
         if photo is not None:
             ax.imshow(photo)
         else:
@@ -227,53 +302,75 @@ def maps_figure(run: Run, path: Path, n_images: int = 4, methods: list[str] | No
             t = int(targets[i])
             cname = classes[t] if classes and t < len(classes) else f"class {t}"
             label += f"\n{cname}" + (f" ({probs[i]:.2f})" if probs is not None else "")
-        ax.set_ylabel(label, fontsize=6.5)
+        ax.set_title(label, fontsize=7, fontweight="bold")
         for c, m in enumerate(cols):
-            ax = axes[r, c + 1]
-            sal = maps[m][r].astype(np.float64)
-            lo, hi = np.nanmin(sal), np.nanmax(sal)
-            sal = (sal - lo) / (hi - lo) if hi > lo else np.zeros_like(sal)
-            if photo is not None:
-                ax.imshow(photo)
-                ax.imshow(sal, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            else:
-                ax.imshow(sal, cmap="jet", vmin=0, vmax=1)
-            if r == 0:
-                ax.set_title(LABELS.get(m, m), fontsize=7)
-    axes[0, 0].set_title("image", fontsize=7)
+            ax = panels[c + 1]
+            _draw_map(ax, maps[m][r], photo, signed[m])
+            ax.set_title(LABELS.get(m, m) + ("\nsigned: red +, blue -" if signed[m] else ""), fontsize=7)
+        for ax in panels[len(cols) + 1:]:
+            ax.axis("off")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Saliency maps, {run.tag} (profile {run.profile}; cf. Figures 3/5)", fontsize=9)
+    how = "maps min-max normalised per image, jet over the image (red = most salient)"
+    if any(signed.values()):
+        how += (f"; signed maps centred at 0, red positive, blue negative, clipped at the {SIGNED_CLIP:g}th "
+                "percentile of |map|")
+    fig.suptitle(f"Saliency maps, {run.tag} (profile {run.profile}; cf. Figures 3/5)\n{how}", fontsize=9)
     return _save(fig, path), note
 
 
+CONVENTIONS = {"original_top1": ("tab:blue", "-", "explaining the trained model's top-1 class"),
+               "randomised_top1": ("tab:orange", "--", "explaining the randomised model's own top-1")}
+MAX_TICKS = 12  # layer names on the randomisation figure's x-axis
+
+
+def step_ticks(steps: list[int], layer_of, max_ticks: int = MAX_TICKS) -> tuple[list[int], list[str]]:
+    """Every k-th step (and the last), k the smallest step giving at most ``max_ticks`` labels: ``step: layer``."""
+    k = max(1, -(-len(steps) // max_ticks))
+    shown = steps[::k]
+    if steps and shown[-1] != steps[-1]:
+        shown = shown[:-1] + [steps[-1]] if len(shown) >= max_ticks else shown + [steps[-1]]
+    return shown, [f"{s}: {layer_of[s]}" for s in shown]
+
+
 def randomisation_figure(run: Run, path: Path) -> Path | None:
-    """Mean similarity (trained vs randomised model) per randomisation step, one panel per similarity; solid =
-    explaining the original top-1 class, dashed = the randomised model's top-1."""
+    """Mean similarity (trained vs randomised model) per randomisation step: one row per method, one panel per
+    similarity, one colour per convention (blue: the original top-1 class explained; orange: the randomised
+    model's top-1), the band ± one standard error over images; x ticks every k-th layer."""
     csv = run.csv_dir / f"randomisation_{run.tag}.csv"
     if not csv.exists():
         return None
     df = read_randomisation(csv)
-    fig, axes = plt.subplots(1, len(SIMILARITIES), figsize=(4.2 * len(SIMILARITIES), 4.2), squeeze=False,
-                             layout="constrained")
     methods = sorted(df["method"].unique())
-    colours = _colours(methods)
-    steps = sorted(df["step"].unique())
+    fig, axes = plt.subplots(len(methods), len(SIMILARITIES), figsize=(4.3 * len(SIMILARITIES),
+                             3.4 * len(methods) + 0.8), squeeze=False, layout="constrained", sharey=True)
+    steps = sorted(int(s) for s in df["step"].unique())
     layer_of = df.groupby("step")["layer"].first()
-    for ax, sim in zip(axes[0], SIMILARITIES):
-        for m in methods:
-            for conv, style in (("original_top1", "-"), ("randomised_top1", "--")):
-                g = df[(df["method"] == m) & (df["convention"] == conv)].groupby("step")[sim].mean()
-                if len(g):
-                    ax.plot(g.index, g.to_numpy(), style, color=colours[m], marker=".",
-                            label=f"{LABELS.get(m, m)} ({conv})")
-        ax.set_title(sim)
-        ax.set_xticks(steps, [str(layer_of[s]) for s in steps], rotation=60, ha="right", fontsize=6)
-        ax.set_xlabel("layers randomised from the top down to")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=6)
-    fig.suptitle(f"Cascading randomisation, {run.tag}: similarity to the trained model's map (mean over images)")
+    ticks, labels = step_ticks(steps, {int(k): v for k, v in layer_of.items()})
+    n_images = df["image"].nunique()
+    for row, m in enumerate(methods):
+        for ax, sim in zip(axes[row], SIMILARITIES):
+            for conv, (colour, style, what) in CONVENTIONS.items():
+                g = df[(df["method"] == m) & (df["convention"] == conv)].groupby("step")[sim]
+                mean, se = g.mean(), g.std(ddof=1) / np.sqrt(g.count())
+                if not len(mean):
+                    continue
+                x = mean.index.to_numpy(dtype=float)
+                ax.plot(x, mean.to_numpy(), style, color=colour, marker=".", ms=3, lw=1.4, label=what)
+                if np.isfinite(se.to_numpy()).any():
+                    ax.fill_between(x, (mean - se).to_numpy(), (mean + se).to_numpy(), color=colour, alpha=0.15)
+            ax.set_title(f"{LABELS.get(m, m)}: {sim}", fontsize=9)
+            ax.set_xticks(ticks, labels, rotation=45, ha="right", fontsize=6.5)
+            ax.axhline(0, color="0.6", lw=0.6)
+            ax.grid(alpha=0.3)
+        axes[row, 0].set_ylabel("similarity to the trained model's map", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("step: layers re-initialised from the output down to this one", fontsize=8)
+    handles, labs = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labs, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(f"Cascading randomisation, {run.tag}: similarity to the trained model's map (mean over "
+                 f"{n_images} image(s), band ± SE; a sound method falls)", fontsize=11)
     return _save(fig, path)
 
 
@@ -361,6 +458,13 @@ def agreement_line(res: dict | None) -> str:
     return agreement_summary(res).removeprefix("top-1 agreement with the authors").lstrip(":' ")
 
 
+def weights_sha(provenance: dict) -> str:
+    """The weights' sha256 recorded in a provenance (protocol, else model description); ``unknown`` when an old
+    provenance has none (never ``None``)."""
+    sha = provenance.get("protocol", {}).get("weights_sha256") or provenance.get("model", {}).get("weights_sha256")
+    return str(sha) if sha else "unknown"
+
+
 def describe_provenance(run: Run) -> dict:
     """The provenance fields a report shows (profile, model, weights, seeds, data, versions)."""
     p = run.provenance
@@ -371,7 +475,7 @@ def describe_provenance(run: Run) -> dict:
     return {"model tag": run.tag, "profile": prof.get("profile", {}).get("name", "unknown"),
             "protocol": json.dumps(prof.get("profile", {})) if prof else "unknown (no provenance.json)",
             "metric parameters": json.dumps(p.get("metrics", {})) if p.get("metrics") else "-",
-            "weights": f"{prof.get('weights', model.get('weights', '?'))} (sha256 {model.get('weights_sha256', '?')})",
+            "weights": f"{prof.get('weights') or model.get('weights') or 'unknown'} (sha256 {weights_sha(p)})",
             "seed": prof.get("seed", "?"), "data": p.get("data", "?"),
             "image list": (f"{p.get('image_list_name')} (sha256 {str(p.get('image_list_sha256'))[:12]}...; "
                            + ("the Poly-CAM authors' list)" if p.get("image_list_is_authors") else "not the authors' "

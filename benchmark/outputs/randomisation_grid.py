@@ -1,6 +1,7 @@
 """The grids of the paper's Figures 26-28, from the sanity check's stored units (``randomisation/*.npz``): one PNG
-per image, rows = (method, convention) units stored for it, columns = the image, the trained model's map, then
-each randomisation step (maps min-max normalised per tile; the explained class in the corner)."""
+per image, one block of rows per (method, convention) unit stored for it: the image, the trained model's map, then
+each randomisation step, wrapped to :data:`GRID_COLUMNS` tiles a row (maps min-max normalised per tile; the
+explained class in the corner)."""
 
 from __future__ import annotations
 
@@ -23,33 +24,46 @@ def grid_path(fig_dir: Path, tag: str, image: str) -> Path:
     return Path(fig_dir) / f"randomisation_{tag}_{re.sub(r'[^A-Za-z0-9._-]', '_', Path(image).stem)}.png"
 
 
-def draw_grid(units: list[dict], photo: np.ndarray | None, tag: str, name: str, path: Path) -> Path | None:
-    """The grid of one image (its ``units``; ``photo`` [H,W,3] in [0,1] or None)."""
+GRID_COLUMNS = 13  # tiles per row: the image, the trained map and the steps wrap after this many
+
+
+def draw_grid(units: list[dict], photo: np.ndarray | None, tag: str, name: str, path: Path,
+              columns: int = GRID_COLUMNS) -> Path | None:
+    """The grid of one image (its ``units``; ``photo`` [H,W,3] in [0,1] or None): per unit, the image, the trained
+    model's map, then each step ``s: layer``, wrapped to ``columns`` tiles a row."""
     if not units:
         return None
     layers = [str(s) for s in units[0]["layers"]]
-    ncol, nrow = len(layers) + 2, len(units)
-    tile = 0.9
-    fig, axes = plt.subplots(nrow, ncol, figsize=(tile * ncol, tile * nrow + 0.9), squeeze=False)
+    tiles = len(layers) + 2
+    ncol = min(columns, tiles)
+    per_unit = -(-tiles // ncol)
+    nrow = per_unit * len(units)
+    tile = 1.05
+    titles = ["image", "trained"] + [f"{s}: {layer}" for s, layer in enumerate(layers, start=1)]
+    fig, axes = plt.subplots(nrow, ncol, figsize=(tile * ncol + 1.0, (tile + 0.18) * nrow + 0.5), squeeze=False)
     for r, u in enumerate(units):
+        panels = [axes[r * per_unit + k // ncol, k % ncol] for k in range(per_unit * ncol)]
         if photo is not None:
-            axes[r, 0].imshow(photo)
+            panels[0].imshow(photo)
         conv = "original top-1" if str(u["convention"]) == "original_top1" else "randomised top-1"
-        axes[r, 0].set_ylabel(f"{u['method']}\n{conv}", fontsize=6, rotation=0, ha="right", va="center")
+        for b in range(per_unit):
+            axes[r * per_unit + b, 0].set_ylabel(f"{u['method']}\n{conv}" + ("" if b == 0 else "\n(cont.)"),
+                                                 fontsize=6.5, rotation=0, ha="right", va="center")
         for s, th in enumerate(u["thumbs"]):
-            ax = axes[r, s + 1]
+            ax = panels[s + 1]
             ax.imshow(th.astype(np.float32), cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
-            ax.text(2, THUMB - 4, str(int(u["targets"][s])), fontsize=4, color="white")
+            ax.text(3, THUMB - 5, str(int(u["targets"][s])), fontsize=5, color="white")
+        for k, ax in enumerate(panels):
+            if k < tiles:
+                ax.set_title(titles[k], fontsize=5)
+            else:
+                ax.axis("off")
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    titles = ["image", "trained"] + [f"{s}: {layer}" for s, layer in enumerate(layers, start=1)]
-    for c, title in enumerate(titles):
-        axes[0, c].set_title(title, fontsize=5, rotation=60 if c > 1 else 0, ha="left" if c > 1 else "center")
-    fig.suptitle(f"Cascading randomisation, {tag}, {name}: layers re-initialised from the output down to the "
-                 "named one (class explained in the corner)", fontsize=8, y=0.995)
-    fig.subplots_adjust(left=min(0.5, 1.1 / (tile * ncol)), right=0.995, bottom=0.01,
-                        top=1 - 0.9 / (tile * nrow + 0.9), wspace=0.04, hspace=0.06)
+    fig.suptitle(f"Cascading randomisation, {tag}, {name}: step s = layers re-initialised from the output down to "
+                 "the named one (explained class in the corner)", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / ((tile + 0.18) * nrow + 0.5)), h_pad=0.25, w_pad=0.1)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     plt.close(fig)
     return path

@@ -24,10 +24,12 @@ from .stats import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED
 from .tables import Table, build_results_tables
 
 FIGURE_CAPTIONS = {
-    "curves": "Mean insertion (top) and deletion (bottom) curves per method group (paper Figures 18-25)",
+    "curves": "Mean insertion (left) and deletion (right) curves per method group, the floor in its own row "
+              "(paper Figures 18-25)",
     "ablation": "Poly-CAM after each fusion step vs CAM on each isolated layer (paper Figures 11-12)",
-    "maps": "Saliency maps side by side (paper Figures 3/5)",
-    "randomisation": "Cascading randomisation: similarity to the trained model's map per step (cf. Figures 26-28)",
+    "maps": "Saliency maps: each image, then every method's map (paper Figures 3/5)",
+    "randomisation": "Cascading randomisation: similarity to the trained model's map per step, per method and "
+                     "convention (cf. Figures 26-28)",
     "grid": "Cascading randomisation grid (paper Figures 26-28)",
     **{f"significance_{m}": f"Which differences are real ({label}): mean ranks, and paired differences to the best "
        "method" for m, label in METRIC_LABELS.items()},
@@ -40,7 +42,9 @@ HOW_TO_READ = (
     f"(Wilcoxon signed-rank test on the same images, Holm-adjusted p < {ALPHA:g} over all pairs of the model and "
     "metric), not where their means merely differ. \"best\" marks a method that beats every other in that sense, "
     "\"≈best\" the methods not distinguishable from the best mean when none does, and the significance figures "
-    "show the same at a glance.")
+    "show the same at a glance. Rows marked (floor) are maps that ignore the model (random, centre, edges): the "
+    "level every method should beat, never compared or marked best; \"(floor not cleared)\" marks a mean that "
+    "does not beat them. Every table ends with a line explaining its symbols.")
 
 
 def _report_table(t: Table) -> Table:

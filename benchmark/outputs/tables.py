@@ -22,7 +22,11 @@ convention and randomisation step; ``ranks``: per model and metric (insertion, d
 mean ranks over the images they all have, with intervals, and the group not distinguishable from the best;
 ``pairwise_<tag>_<metric>``: every two methods of Table 4 on the same images, the mean paired difference, its
 interval, the Wilcoxon signed-rank p-value and Holm's adjustment. Missing methods, models or inputs are listed under
-each table.
+each table, and one line under each table (:func:`symbols_line`) explains every symbol it uses.
+
+The model-independent baselines (:data:`FLOOR_METHODS`) are the floor: the last rows of Tables 1, 4 and 5, labelled
+``(floor)``, never compared, ranked or marked best; a method's mean that does not beat the best floor mean of its
+model is marked ``(floor not cleared)`` in Tables 1 and 4.
 """
 
 from __future__ import annotations
@@ -49,8 +53,25 @@ VARIANTS = {"p": "+", "m": "-", "pm": "±"}
 SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
 RANDOMISATION_COLUMNS = ("image", "method", "convention", "step", "layer") + SIMILARITIES
 MODEL_LABELS = {"vgg16": "VGG16", "resnet50": "ResNet50"}
+# The model-independent baselines of methods/baselines.py (family "baseline"; tests/test_tables.py checks the
+# registry against this list): the floor rows of the tables, never compared, ranked or marked best.
+FLOOR_METHODS = ("random_map", "centre_prior", "edge_map")
+FLOOR_TEXT = ("Floor: model-independent baselines, computed by `run` with no model pass (random_map: uniform noise "
+              "seeded per image; centre_prior: a Gaussian at the image centre; edge_map: Sobel edges of the image). A "
+              "method should beat them; they are left out of the best / ≈best marks, the ranks and the pairwise "
+              "tests, so adding them changes no verdict among the methods.")
 LATEX_ESCAPES = str.maketrans({**{c: "\\" + c for c in "_%&#$"}, "<": "$<$", ">": "$>$", "±": r"$\pm$",
                                "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≈": r"$\approx$"})
+
+
+def is_floor(method: str) -> bool:
+    """True for the model-independent baselines (:data:`FLOOR_METHODS`)."""
+    return method in FLOOR_METHODS
+
+
+def method_label(method: str) -> str:
+    """The method's cell in a table: its id, with `` (floor)`` for a model-independent baseline."""
+    return f"{method} (floor)" if is_floor(method) else method
 
 
 def is_ablation(method: str) -> bool:
@@ -164,9 +185,29 @@ def find_runs(results_dir: str | Path) -> list[Run]:
     if (results_dir / "csv").is_dir():
         return [load_run(results_dir)]
     if not results_dir.is_dir():
-        raise FileNotFoundError(f"no results folder {results_dir}: run the benchmark first (python -m benchmark run)")
+        raise FileNotFoundError(f"no results folder {results_dir}: run the benchmark first (python -m benchmark run)"
+                                + _elsewhere(results_dir))
     runs = [load_run(d) for d in results_dir.iterdir() if (d / "csv").is_dir()]
     return sorted(runs, key=lambda r: _model_order(r.tag))
+
+
+def _has_runs(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and any((d / "csv").is_dir() for d in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _elsewhere(results_dir: Path) -> str:
+    """``"; results exist in results/quick (--profile quick)"`` when folders next to the missing one (the other
+    profiles' ``results/<profile>``) hold model folders; ``""`` otherwise."""
+    parent = results_dir.parent
+    if not parent.is_dir():
+        return ""
+    found = sorted(d for d in parent.iterdir() if d != results_dir and _has_runs(d))
+    if not found:
+        return ""
+    return "; results exist in " + ", ".join(f"{d} (--profile {d.name}, or --out {d})" for d in found)
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -181,6 +222,7 @@ class Table:
     data: pd.DataFrame
     notes: list[str] = field(default_factory=list)  # protocol, profile, what the columns mean
     missing: list[str] = field(default_factory=list)  # what could not be built and why
+    symbols: str = ""  # one line under the table: every symbol its cells and header use
 
     def markdown(self, level: int = 2) -> str:
         lines = [f"{'#' * level} {self.title}", ""]
@@ -189,6 +231,8 @@ class Table:
             lines += ["", "| " + " | ".join(self.header) + " |",
                       "|" + "|".join(["---"] + ["---:"] * (len(self.header) - 1)) + "|"]
             lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+            if self.symbols:
+                lines += ["", self.symbols]
         else:
             lines += ["", "_No data._"]
         if self.missing:
@@ -202,7 +246,8 @@ class Table:
         lines = [r"\begin{table}[ht]", r"\centering", r"\small", rf"\begin{{tabular}}{{{cols}}}", r"\hline",
                  " & ".join(esc(h) for h in self.header) + r" \\", r"\hline"]
         lines += [" & ".join(esc(c) for c in r) + r" \\" for r in self.rows]
-        lines += [r"\hline", r"\end{tabular}", rf"\caption{{{esc(self.title)}. {esc(' '.join(self.notes))}}}",
+        lines += [r"\hline", r"\end{tabular}",
+                  rf"\caption{{{esc(self.title)}. {esc(' '.join(self.notes + [self.symbols]).strip())}}}",
                   r"\end{table}"]
         return "\n".join(lines) + "\n"
 
@@ -213,6 +258,8 @@ class Table:
             out.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in self.header) + "</tr></thead><tbody>")
             out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in self.rows]
             out.append("</tbody></table>")
+            if self.symbols:
+                out.append(f"<p><small>{e(self.symbols)}</small></p>")
         else:
             out.append("<p><em>No data.</em></p>")
         if self.missing:
@@ -271,6 +318,8 @@ FAITH_COLS = ["n_ins", "insertion", "insertion_se", "n_del", "deletion", "deleti
 CI_COLS = [f"{m}_ci_{e}" for m in ("insertion", "deletion", "ins_del") for e in ("low", "high")]
 BOOT_COLS = ["bootstrap_seed", "bootstrap_resamples", "ci_level"]
 GROUP_MARKS = {sig.GROUP_BEST: " best", sig.GROUP_TIED: " ≈best"}
+FLOOR_MARK = " (floor not cleared)"
+FLOOR_COLS = [f"{m}_clears_floor" for m in sig.METRICS]
 
 
 def _boot_record(a: dict) -> dict:
@@ -287,8 +336,24 @@ def analyse_faithfulness(run: Run, seed: int = DEFAULT_SEED, resamples: int = DE
     """:func:`benchmark.outputs.significance.faithfulness_analysis` of one model: intervals of every insertion /
     deletion / Ins-Del cell (ablation ids included) and the comparison of Table 4's methods."""
     ins, dele = run.values("ins_auc"), run.values("del_auc")
-    compared = sorted(m for m in set(ins) | set(dele) if not is_ablation(m))
+    compared = sorted(m for m in set(ins) | set(dele) if not is_ablation(m) and not is_floor(m))
     return sig.faithfulness_analysis(ins, dele, compared, seed, resamples, LEVEL, ALPHA)
+
+
+def floor_marks(stats: dict[str, dict]) -> dict[str, dict[str, bool]]:
+    """``{method: {metric: clears the floor}}`` for the methods of one model that are not floor rows, where the
+    model has floor rows: the mean is better than the best floor mean (higher for insertion and Ins-Del, lower
+    for deletion). Empty without floor rows."""
+    out = {}
+    for metric, hib in sig.METRICS.items():
+        floor = [s[metric] for m, s in stats.items() if is_floor(m) and np.isfinite(s[metric])]
+        if not floor:
+            continue
+        best = max(floor) if hib else min(floor)
+        for m, s in stats.items():
+            if not is_floor(m) and np.isfinite(s[metric]):
+                out.setdefault(m, {})[metric] = bool(s[metric] > best if hib else s[metric] < best)
+    return out
 
 
 def _faith_cells(s: dict, ci: dict, marks: dict | None = None) -> list[str]:
@@ -306,21 +371,60 @@ def faithfulness_table(csv_dir: Path, tag: str) -> pd.DataFrame:
 
 
 def _method_rows(found: set[str], paper_ids: tuple[str, ...], extra_ok, show_paper: bool) -> list[str]:
-    """Paper rows (in the paper's order) that are found or have published values shown, then the extra ids found."""
+    """Paper rows (in the paper's order) that are found or have published values shown, then the extra ids found,
+    then the floor rows found (in :data:`FLOOR_METHODS` order)."""
     rows = [m for m in paper_ids if m in found or show_paper]
-    rows += sorted(m for m in found if m not in paper_ids and extra_ok(m))
-    return rows
+    rows += sorted(m for m in found if m not in paper_ids and not is_floor(m) and extra_ok(m))
+    return rows + [m for m in FLOOR_METHODS if m in found]
 
 
-def _profile_notes(runs: list[Run]) -> list[str]:
+def _profile_notes(runs: list[Run], paper_columns: bool = False) -> list[str]:
+    """The protocol of each model, and a warning for mixed profiles or a profile other than ``paper`` (which
+    mentions the paper columns only where the table has some)."""
     notes = ["Protocol: " + "; ".join(r.protocol_text() for r in runs) + "."]
     profiles = {r.profile for r in runs}
     if len(profiles) > 1:
         notes.append(f"WARNING: the models were run with different profiles ({', '.join(sorted(profiles))}).")
-    if any(r.profile != "paper" for r in runs):
-        notes.append("Profiles other than `paper` do not follow the paper's protocol: compare with the paper "
-                     "columns with care.")
+    other = sorted({r.profile for r in runs if r.profile != "paper"})
+    if other:
+        notes.append(f"Profile {', '.join(f'`{p}`' for p in other)} is not the paper's protocol (cheaper parameters)"
+                     + (": compare with the paper columns with care." if paper_columns else
+                        ": these numbers are not comparable with the paper's."))
     return notes
+
+
+_CI_RE = re.compile(r"\[-?[\d.]+, -?[\d.]+\]")
+_N_RE = re.compile(r"^\d+/\d+/\d+$")
+
+
+NO_VALUE = "no value (no CSV for this method and model, or no finite value)"
+
+
+def symbols_line(header: list[str], rows: list[list[str]], extra: list[tuple[bool, str]] = (),
+                 dash: str = NO_VALUE) -> str:
+    """The one line under a table: the meaning of every symbol its header and cells use (and only those), then the
+    table's own ``extra`` entries ``(used, text)``; ``dash``: what a ``-`` cell means in this table."""
+    cells = [c for r in rows for c in r]
+    has = lambda pred: any(pred(c) for c in cells)  # noqa: E731
+    arrows = any("↑" in h for h in header), any("↓" in h for h in header)
+    entries = [
+        (has(lambda c: "±" in c), "a ± b: mean over images ± its standard error (sample std / sqrt(n))"),
+        (has(lambda c: bool(_CI_RE.search(c))), "[lo, hi]: 95 % bootstrap interval of the mean (none for n < 2)"),
+        (arrows[0] and arrows[1], "↑ higher is better, ↓ lower is better"),
+        (arrows[0] and not arrows[1], "↑ higher is better"),
+        (arrows[1] and not arrows[0], "↓ lower is better"),
+        (has(lambda c: bool(_N_RE.match(c))), "n_ins/n_del/n_both: images with an insertion value / a deletion "
+                                               "value / both (behind Ins-Del), shown when they differ"),
+        (has(lambda c: c.endswith(" best") or " best " in c), "best: better than every other method (Holm-adjusted "
+                                                               "Wilcoxon test)"),
+        (has(lambda c: "≈best" in c), "≈best: no method is best; not distinguishable from the best mean"),
+        (has(lambda c: c.endswith("(floor)")), "(floor): a model-independent baseline, never marked best"),
+        (has(lambda c: "(floor not cleared)" in c), "(floor not cleared): the mean is no better than the best floor "
+                                                     "row's mean of that model"),
+        (has(lambda c: c == "-"), f"-: {dash}"),
+        *extra]
+    used = [text for ok, text in entries if ok]
+    return ("Symbols: " + "; ".join(used) + ".") if used else ""
 
 
 def faithfulness_tables(runs: list[Run], expect_paper_models: bool = False, analyses: dict | None = None,
@@ -337,15 +441,16 @@ def faithfulness_tables(runs: list[Run], expect_paper_models: bool = False, anal
                           if not is_ablation(m)}
     show_paper = any(r.tag in pub.MODELS for r in runs)
     found = set().union(*[set(s) for s in stats.values()]) if stats else set()
+    vs = " (ours vs paper):" if show_paper else ":"
     specs = {
-        "table1": (pub.TABLE1_TITLE.replace("Table 1:", "Table 1 (ours vs paper):"), pub.TABLE1_METHODS,
+        "table1": (pub.TABLE1_TITLE.replace("Table 1:", "Table 1" + vs), pub.TABLE1_METHODS,
                    lambda m: m == "cam" or m.startswith("calm")),
-        "table4": (pub.TABLE4_TITLE.replace("Table 4:", "Table 4 (ours vs paper):"), pub.TABLE4_METHODS,
-                   lambda m: True),
+        "table4": (pub.TABLE4_TITLE.replace("Table 4:", "Table 4" + vs), pub.TABLE4_METHODS, lambda m: True),
     }
     out = {}
     marks = {r.tag: {metric: sig.groups(analyses[r.tag]["comparisons"].get(metric)) for metric in sig.METRICS}
              for r in runs}
+    cleared = {r.tag: floor_marks(stats[r.tag]) for r in runs}
     for key, (title, paper_ids, extra_ok) in specs.items():
         methods = _method_rows(found, paper_ids, extra_ok, show_paper)
         header = ["method"]
@@ -356,31 +461,36 @@ def faithfulness_tables(runs: list[Run], expect_paper_models: bool = False, anal
                 header.append(f"{run.label} paper Ins / Del / Ins-Del")
         rows, records = [], []
         for m in methods:
-            cells = [m]
+            cells = [method_label(m)]
             for run in runs:
                 s = stats[run.tag].get(m)
                 paper = pub.faithfulness(run.tag, m)
                 ci = analyses[run.tag]["cells"].get(m, {})
                 group = {k: marks[run.tag][k].get(m, "") for k in sig.METRICS} if key == "table4" else {}
+                clears = cleared[run.tag].get(m, {})
                 if s is None:
                     cells += ["0", "-", "-", "-"]
                 else:
-                    cells += [_n_text(s)] + _faith_cells(s, ci, {k: GROUP_MARKS.get(g, "") for k, g in group.items()})
+                    cells += [_n_text(s)] + _faith_cells(s, ci, {
+                        k: GROUP_MARKS.get(group.get(k, ""), "") + ("" if clears.get(k, True) else FLOOR_MARK)
+                        for k in sig.METRICS})
                 if run.tag in pub.MODELS:
                     cells.append(_fmt_paper(paper))
-                rec = {"table": key, "model": run.tag, "profile": run.profile, "method": m,
+                rec = {"table": key, "model": run.tag, "profile": run.profile, "method": m, "floor": is_floor(m),
                        "paper_label": pub.PAPER_LABELS.get(m, "")}
                 rec.update(s or {c: (0 if c.startswith("n_") else np.nan) for c in FAITH_COLS})
                 rec.update({c: ci.get(c, np.nan) for c in CI_COLS})
                 rec.update({f"{k}_group": g for k, g in group.items()})
+                rec.update({f"{k}_clears_floor": clears.get(k) for k in sig.METRICS})
                 rec.update(_boot_record(analyses[run.tag]))
                 rec.update(dict(zip(["paper_insertion", "paper_deletion", "paper_ins_del"], paper or (np.nan,) * 3)))
                 records.append(rec)
             rows.append(cells)
         groups = [f"{k}_group" for k in sig.METRICS] if key == "table4" else []
-        data = pd.DataFrame(records, columns=["table", "model", "profile", "method", "paper_label"] + FAITH_COLS +
-                            CI_COLS + groups + BOOT_COLS + ["paper_insertion", "paper_deletion", "paper_ins_del"])
-        notes = _profile_notes(runs) + [
+        data = pd.DataFrame(records, columns=["table", "model", "profile", "method", "floor", "paper_label"] +
+                            FAITH_COLS + CI_COLS + groups + FLOOR_COLS + BOOT_COLS +
+                            ["paper_insertion", "paper_deletion", "paper_ins_del"])
+        notes = _profile_notes(runs, paper_columns=show_paper) + [
             "Ours: mean over images ± standard error (sample std / sqrt(n)); n = images behind the cells (shown as "
             "n_ins/n_del/n_both when they differ); Ins-Del is computed per image over the images having both. "
             "Built from the CSV files alone.", _boot_note(boot["seed"], boot["resamples"])]
@@ -391,6 +501,8 @@ def faithfulness_tables(runs: list[Run], expect_paper_models: bool = False, anal
                          "Every pair is in pairwise_<model>_<metric>; mean ranks in `ranks`.")
         else:
             notes.append("Significance: see the pairwise tables (every method of Table 4, Holm-adjusted).")
+        if any(is_floor(m) for m in methods):
+            notes.append(FLOOR_TEXT)
         if show_paper:
             notes.append(f"Paper columns: published values ({pub.PAPER}), shown for comparison only; the paper's "
                          "Ins-Del column is copied as printed.")
@@ -406,7 +518,9 @@ def faithfulness_tables(runs: list[Run], expect_paper_models: bool = False, anal
             for t in pub.MODELS:
                 if t not in stats:
                     missing.append(f"model {t}: no results folder (one of the paper's two models)")
-        out[key] = Table(key, title, header, rows, data, notes, missing)
+        extra = [(show_paper, "paper: the published value (two decimals), empty where the paper has none"),
+                 (any(c == "0" for r in rows for c in r[1:]), "n = 0: no CSV for this method and model")]
+        out[key] = Table(key, title, header, rows, data, notes, missing, symbols_line(header, rows, extra))
     return out
 
 
@@ -463,7 +577,7 @@ def ablation_table(run: Run, analysis: dict | None = None, seed: int = DEFAULT_S
                             **_boot_record(analysis),
                             **dict(zip(["paper_insertion", "paper_deletion", "paper_ins_del"],
                                        paper or (np.nan,) * 3))})
-    notes = _profile_notes([run]) + [
+    notes = _profile_notes([run], paper_columns=has_paper) + [
         f"PCAM W at layer l = Poly-CAM fused from the deepest layer down to l (fusion step k = L - l + 1; at l1 it "
         f"is pcamW itself); CAM W at layer l = the map of layer l alone (Eq. 2). L = {n_layers} layers"
         + (f": {', '.join(names)} (shallow to deep)." if names and len(names) == n_layers else "."),
@@ -471,7 +585,10 @@ def ablation_table(run: Run, analysis: dict | None = None, seed: int = DEFAULT_S
         (" Paper columns: published values, for comparison only." if has_paper else ""),
         _boot_note(analysis["seed"], analysis["resamples"])]
     data = pd.DataFrame(records)
-    return Table(f"ablation_{run.tag}", title, header, rows, data, notes, missing)
+    extra = [(True, "l1 ... lL: the Poly-CAM layers, l1 the shallowest"),
+             (has_paper, "paper: the published value, empty where the paper has none")]
+    return Table(f"ablation_{run.tag}", title, header, rows, data, notes, missing,
+                 symbols_line(header, rows, extra))
 
 
 def sensitivity_table(runs: list[Run], expect_paper_models: bool = False, seed: int = DEFAULT_SEED,
@@ -495,13 +612,14 @@ def sensitivity_table(runs: list[Run], expect_paper_models: bool = False, seed: 
         header += [f"{r.label} paper"] if r.tag in pub.MODELS else []
     rows, records, missing = [], [], []
     for m in methods:
-        cells = [m]
+        cells = [method_label(m)]
         for r in with_sens:
             n, mean, se = mean_se(vals[r.tag][m]) if m in vals[r.tag] else (0, np.nan, np.nan)
             lo, hi = (ci[r.tag][0].get(m, np.nan), ci[r.tag][1].get(m, np.nan))
             paper = pub.sensitivity(r.tag, m)
             cells += [str(n), fmt(mean, se, 4, lo, hi)] + ([_fmt_paper(paper, 4)] if r.tag in pub.MODELS else [])
-            records.append({"table": "table5", "model": r.tag, "profile": r.profile, "method": m, "n": n,
+            records.append({"table": "table5", "model": r.tag, "profile": r.profile, "method": m,
+                            "floor": is_floor(m), "n": n,
                             "max_sensitivity": mean, "max_sensitivity_se": se, "max_sensitivity_ci_low": lo,
                             "max_sensitivity_ci_high": hi, "bootstrap_seed": seed, "bootstrap_resamples": resamples,
                             "ci_level": LEVEL, "paper_max_sensitivity": np.nan if paper is None else paper})
@@ -512,18 +630,26 @@ def sensitivity_table(runs: list[Run], expect_paper_models: bool = False, seed: 
             missing.append(f"{r.tag}: no sens CSV for {', '.join(absent)}")
     for r in runs:
         if r not in with_sens:
-            missing.append(f"{r.tag}: no max-sensitivity CSV (sens_{r.tag}_<method>.csv)")
+            missing.append(f"{r.tag}: no max-sensitivity CSV (sens_{r.tag}_<method>.csv); {SENSITIVITY_HOW}")
     if expect_paper_models:
         missing += [f"model {t}: no results folder" for t in pub.MODELS if t not in vals]
-    notes = _profile_notes(with_sens) + [
+    notes = _profile_notes(with_sens, paper_columns=show_paper) + [
         "Mean max-sensitivity over images ± standard error (lower is better); n = images.",
         _boot_note(seed, resamples)]
+    if any(is_floor(m) for m in methods):
+        notes.append("Floor rows: model-independent baselines. A map that ignores the image (centre_prior) has "
+                     "max-sensitivity 0: a low value alone does not make a map faithful.")
     if show_paper:
         notes.append(f"Paper columns: published values ({pub.TABLE5_NOTE}), for comparison only.")
-    return Table("table5", pub.TABLE5_TITLE.replace("Table 5:", "Table 5 (ours vs paper):"), header, rows,
-                 pd.DataFrame(records), notes, missing)
+    extra = [(show_paper, "paper: the published value, empty where the paper has none"),
+             (any(c == "0" for row in rows for c in row[1:]), "n = 0: no sens CSV for this method and model")]
+    title = pub.TABLE5_TITLE.replace("Table 5:", "Table 5 (ours vs paper):" if show_paper else "Table 5:")
+    return Table("table5", title, header, rows, pd.DataFrame(records), notes, missing,
+                 symbols_line(header, rows, extra))
 
 
+SENSITIVITY_HOW = ("score it with `--metrics sensitivity` (e.g. `python -m benchmark metrics --metrics sensitivity "
+                   "--model MODEL --profile PROFILE`; it re-runs each method K + 1 times per image)")
 RC_SOURCES = (("rc", "harness"), ("rc_calm", "calm"), ("rc_harness", "harness"), ("rc_custom", "custom"))
 
 
@@ -558,8 +684,11 @@ def remove_classify_table(runs: list[Run]) -> Table | None:
         "clean top-1 explained and counted, the stored normalised maps, stable ranking, the profile's resize, "
         "random pixels seeded per image (the metrics stage's `remove_classify`, or `remove-classify --protocol "
         "harness`); `custom` = other choices, listed in `remove_classify_custom.json`."]
+    extra = [(True, "k=f: the fraction f of the pixels erased; each cell is a ratio of counts over the n images "
+                    "(no ± or interval)"), (any("nan" in c for row in rows for c in row), "nan: no image was still "
+                                            "classified after erasing random pixels (ratio undefined)")]
     return Table("remove_classify", "Remove-and-classify ratio (CALM's evaluation)", header, rows,
-                 pd.DataFrame(records), notes, [])
+                 pd.DataFrame(records), notes, [], symbols_line(header, rows, extra))
 
 
 def read_randomisation(path: Path) -> pd.DataFrame:
@@ -606,16 +735,19 @@ def randomisation_table(runs: list[Run], seed: int = DEFAULT_SEED, resamples: in
         if not path.exists():
             missing.append(f"{r.tag}: no {path.name}")
             continue
-        summ = randomisation_summary(read_randomisation(path), seed, resamples)
+        df = read_randomisation(path)
+        summ = randomisation_summary(df, seed, resamples)
         summ.insert(0, "profile", r.profile)
         summ.insert(0, "model", r.tag)
         parts.append(summ)
         notes_models.append(r)
+        images = df.groupby(["method", "convention"])["image"].nunique()
         for (method, conv), g in summ.groupby(["method", "convention"], sort=True):
             last = g.loc[g["step"].idxmax()]
-            n = sorted({int(last[f"n_{s}"]) for s in SIMILARITIES})
-            rows.append([r.tag, method, conv, f"{int(last['step'])} ({last['layer']})", "/".join(map(str, n))] +
+            n = int(images.get((method, conv), 0))
+            rows.append([r.tag, method_label(method), conv, f"{int(last['step'])} ({last['layer']})", str(n)] +
                         [fmt(last[s], last[f"{s}_se"], lo=last[f"{s}_ci_low"], hi=last[f"{s}_ci_high"])
+                         + ("" if int(last[f"n_{s}"]) in (0, n) else f" (n={int(last[f'n_{s}'])})")
                          for s in SIMILARITIES])
     if not parts:
         return None
@@ -625,14 +757,19 @@ def randomisation_table(runs: list[Run], seed: int = DEFAULT_SEED, resamples: in
         "down to the given step (Adebayo et al. 2018): mean ± standard error over images at the last step "
         "(everything randomised); every step is in the CSV and in the randomisation figure. The paper shows this "
         "test as images only (Figures 26-28): there is no published number.", _boot_note(seed, resamples)]
+    extra = [(True, "n: images of the sanity check"),
+             (any(c.endswith(")") and "(n=" in c for row in rows for c in row[5:]),
+              "(n=k): the similarity is defined on k of the n images only")]
+    dash = ("the similarity is undefined on every image (the Spearman and HOG correlations of a constant map, e.g. a "
+            "CAM that the randomised network sets to zero, are undefined)")
     return Table("randomisation", "Cascading randomisation (sanity check)", header, rows,
-                 pd.concat(parts, ignore_index=True), notes, missing)
+                 pd.concat(parts, ignore_index=True), notes, missing, symbols_line(header, rows, extra, dash))
 
 
 def _procedure_notes(a: dict) -> list[str]:
     return ["n = images that every compared method has (insertion, deletion, or both for Ins-Del); methods "
             "ordered by their mean over these images, best first (insertion and Ins-Del: higher is better; "
-            "deletion: lower). Ablation ids (Tables 2-3) are not compared.",
+            "deletion: lower). Ablation ids (Tables 2-3) and the floor rows are not compared.",
             f"Intervals: 95 % percentile intervals of a paired bootstrap over images ({a['resamples']} resamples, seed "
             f"{a['seed']}; the same resamples for every method of a model, so a difference's interval is paired).",
             f"Test: {WILCOXON_TEXT} of the per-image differences (p = 1 where every difference is 0), Holm's "
@@ -673,8 +810,9 @@ def ranks_table(runs: list[Run], analyses: dict) -> Table | None:
         "over images."] + _procedure_notes(analyses[used[0].tag]) + [
         "group: best = better than every other method (Holm-adjusted); otherwise the methods not distinguishable "
         "from the one with the best mean."]
+    extra = [(True, "n: images every compared method has"), (True, "mean rank: 1 = best")]
     return Table("ranks", "Mean ranks and the best group (insertion, deletion, Ins-Del)", header, rows,
-                 pd.DataFrame(records), notes, missing)
+                 pd.DataFrame(records), notes, missing, symbols_line(header, rows, extra))
 
 
 def pairwise_tables(runs: list[Run], analyses: dict) -> dict[str, Table]:
@@ -707,7 +845,10 @@ def pairwise_tables(runs: list[Run], analyses: dict) -> dict[str, Table]:
                 "The verdict is the test's: a bootstrap interval of a difference that excludes 0 is not a test (with "
                 "few images the percentile interval is too narrow)."]
             title = f"Pairwise comparison: {sig.METRIC_LABELS[metric]} {arrow}, {r.label}"
-            out[key] = Table(key, title, header, rows, df, notes, [])
+            extra = [(True, "A - B: mean of the per-image differences"),
+                     (True, f"Wilcoxon p: two-sided signed-rank p-value; Holm p: adjusted over all pairs of the model "
+                            f"and metric; the verdict says a method is better where Holm p < {c['alpha']:g}")]
+            out[key] = Table(key, title, header, rows, df, notes, [], symbols_line(header, rows, extra))
     return out
 
 
@@ -718,7 +859,8 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False,
     ``out_dir``. ``seed`` and ``resamples``: the bootstrap's. Returns ``{"tables": {key: Table}, "paths": {key:
     {...}}, "missing": [...], "markdown": ..., "analyses": {tag: analyse_faithfulness(...)}}``."""
     if not runs:
-        raise FileNotFoundError(f"no model folder with a csv/ folder to build tables from (looked in {out_dir.parent})")
+        raise FileNotFoundError(f"no model folder with a csv/ folder to build tables from (looked in {out_dir.parent})"
+                                + _elsewhere(out_dir.parent))
     from .stats import check_bootstrap
 
     check_bootstrap(seed, resamples)
@@ -743,7 +885,7 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False,
             tables[t.key] = t
     t5 = sensitivity_table(runs, expect_paper_models, seed, resamples)
     if t5 is None:
-        missing.append("Table 5: no max-sensitivity CSV (sens_<tag>_<method>.csv) for any model")
+        missing.append(f"Table 5: no max-sensitivity CSV (sens_<tag>_<method>.csv) for any model: {SENSITIVITY_HOW}")
     else:
         tables["table5"] = t5
     rc = remove_classify_table(runs)
@@ -771,7 +913,8 @@ def build_tables(run_dir: Path, tag: str, seed: int = DEFAULT_SEED, resamples: i
     run_dir = Path(run_dir)
     csv_dir = run_dir / "csv"
     if not csv_dir.is_dir():
-        raise FileNotFoundError(f"no CSV folder {csv_dir}: run the metrics stage first")
+        hint = "" if _has_runs(run_dir.parent) else _elsewhere(run_dir.parent)
+        raise FileNotFoundError(f"no CSV folder {csv_dir}: run the metrics stage first{hint}")
     res = build_all([load_run(run_dir, tag)], run_dir / "tables", seed=seed, resamples=resamples)
     t4 = res["tables"]["table4"]
     return {**res, **res["paths"]["table4"], "table": t4.data[[c for c in t4.data.columns if c != "table"]]}

@@ -16,6 +16,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (a clear usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
 # name -> (flags, argparse keyword arguments); a command may override a default or a help text
 OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "model": (("--model",), dict(default="vgg16", help="vgg16, resnet50, efficientnet_lite0, "
@@ -57,6 +68,10 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "set": (("--set",), dict(action="append", default=[], metavar="ID.PARAM=VALUE", help="a parameter of a method "
                              "or metric for this run (a JSON value; repeatable), e.g. pcampm.layers=paper_text, "
                              "gradcampp.alpha=eq19, insertion.steps=112; recorded with the results")),
+    "drift_images": (("--drift-images",), dict(type=non_negative_int, default=4, help="with --precision tf32 or "
+                                            "bf16: redo the maps and metric values of the first N images at fp32 "
+                                            "and record their drift in precision_drift.json, shown by the report "
+                                            "(default: 4; 0: no check)")),
     "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
     "dry_run": (("--dry-run",), dict(action="store_true", help="print the model passes of each stage and an ETA "
                                      "from a short calibration of the model, then stop")),

@@ -197,6 +197,23 @@ def _sanity_in_run(ctx, produced: list[str]):
     return rep
 
 
+def _drift_in_run(ctx, n_images: int) -> None:
+    """At tf32 / bf16: the drift of the first ``n_images`` images' maps and values from fp32 (runners/drift.py)."""
+    import json
+
+    from runners.drift import check_drift
+
+    if ctx.precision == "fp32" or not n_images:
+        return
+    print(f"precision drift: redoing the maps and metric values of {n_images} image(s) at fp32")
+    path = check_drift(ctx, n_images)
+    worst = {oid: r["map_max_rel_diff"] for oid, r in json.loads(path.read_text())["methods"].items()} if path else {}
+    if worst:
+        oid = max(worst, key=worst.get)
+        print(f"precision drift ({ctx.precision} vs fp32): largest relative map difference {worst[oid]:.2e} ({oid}); "
+              f"per method and metric in {path}")
+
+
 def cmd_run(args) -> int:
     from benchmark.outputs.tables import build_tables
     from runners.maps import run_maps
@@ -222,6 +239,7 @@ def cmd_run(args) -> int:
             print_report(maps, "maps (again)")
             metrics = run_metrics(ctx, map_ids=maps.produced)
         print_report(metrics, "metrics")
+        _drift_in_run(ctx, args.drift_images)
         sanity = _sanity_in_run(ctx, maps.produced)
         paths = build_tables(ctx.run_dir, ctx.tag)
         print_failures(maps, "maps")

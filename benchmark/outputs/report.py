@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmark.core.atomic import write_text
+from runners.drift import read_drift
 
 from .figures import describe_provenance, run_figures, significance_figure
 from .significance import METRIC_LABELS, METRICS
@@ -106,6 +107,28 @@ def _html(blocks: list[tuple], title: str) -> str:
     return "\n".join(out)
 
 
+def drift_text(drift: dict) -> str:
+    if "error" in drift:
+        return drift["error"]
+    names = sorted({n for r in drift["methods"].values() for n in r.get("image_names", [])})
+    return (f"This run computed at {drift['precision']}; the maps and metric values of {len(names)} image(s) were "
+            f"computed again at fp32 (the paper protocol) and compared: largest absolute and relative map "
+            f"difference, and the largest and mean absolute difference of each metric's value (AUC).")
+
+
+def drift_lines(drift: dict) -> list[str]:
+    """One line per map id: ``map max |d| (relative), metric max / mean |d|`` (runners/drift.py)."""
+    if "error" in drift:
+        return []
+    lines = []
+    for oid, r in sorted(drift["methods"].items()):
+        parts = [f"`{oid}`: map max |d| {r['map_max_abs_diff']:.2e} (relative {r['map_max_rel_diff']:.2e})"]
+        parts += [f"{m} max |d| {v['max_abs_diff']:.2e}, mean {v['mean_abs_diff']:.2e}"
+                  for m, v in sorted(r.get("metrics", {}).items())]
+        lines.append("; ".join(parts))
+    return lines or ["no stored maps to compare"]
+
+
 def build_report(results: str | Path, n_map_images: int = 4, seed: int = DEFAULT_SEED,
                  resamples: int = DEFAULT_RESAMPLES) -> Path:
     """Write ``report.md`` (and ``report.html``) in ``results`` with its tables and ``figures/``; return the
@@ -158,6 +181,11 @@ def build_report(results: str | Path, n_map_images: int = 4, seed: int = DEFAULT
     blocks.append(("p", HOW_TO_READ))
     for t in tables.values():
         blocks.append(("table", _report_table(t)))
+    for run in runs:
+        drift = read_drift(run.run_dir)
+        if drift is not None:
+            blocks += [("h", 2, f"Precision drift - {run.tag}"), ("p", drift_text(drift)),
+                       ("ul", drift_lines(drift))]
     blocks.append(("h", 2, "Figures"))
     for run in runs:
         for key, path in figures[run.tag].items():

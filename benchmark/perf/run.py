@@ -66,6 +66,7 @@ JSON written by ``--out FILE.json`` (schema ``benchmark-perf/1``)::
               passes_run_per_image, passes_saved_per_image, seconds, seconds_all, efficiency, efficiency_vs_peak,
               reference: {seconds, seconds_all, passes_per_image, chunk, memory_format, efficiency}, speedup} or null,
     precision_drift: [] at fp32, else per method [{method, precision, images, map_max_abs_diff, map_mean_abs_diff,
+              map_max_rel_diff (the largest per-image max |diff| / max |fp32 map|),
               spearman_min, spearman_mean, metrics: {metric: {fp32, <precision>, mean_abs_diff, max_abs_diff}}}],
     targets: {efficiency_min_forward_only, efficiency_target (0.8), efficiency_met,
               efficiency_vs_peak_min_forward_only, polycam_speedup,
@@ -85,6 +86,7 @@ from benchmark.core.passes import predict
 from methods.base import NotApplicable, make_method
 from metrics.randomisation import spearman
 from runners.context import RunContext
+from runners.drift import max_rel_diff
 from runners.factory import build_method, build_metric
 from runners.provenance import environment
 
@@ -232,6 +234,7 @@ def precision_drift(model, x, targets, size: int, precision: str, methods: dict,
         rho = [spearman(a[i], b[i]) for i in range(a.shape[0])]
         row = {"method": mid, "precision": precision, "images": int(a.shape[0]),
                "map_max_abs_diff": float(np.abs(a - b).max()), "map_mean_abs_diff": float(np.abs(a - b).mean()),
+               "map_max_rel_diff": max_rel_diff(a, b),
                "spearman_min": float(np.nanmin(rho)) if not np.isnan(rho).all() else None,
                "spearman_mean": float(np.nanmean(rho)) if not np.isnan(rho).all() else None, "metrics": {}}
         for key, va in runs["fp32"][1].items():

@@ -12,6 +12,15 @@ One file per model run. Layout of ``maps.h5`` (``metrics.h5`` is the same with `
     /<group>/status     [N] uint8    0 to do, 1 done, 2 failed (reason in /<group>/error [N] S256), 3 corrupt
     attrs               JSON         store_format, provenance (root) and parameters (per group)
 
+**Compact groups** (``--compact-maps``, :data:`COMPACT`): a group whose attributes hold ``storage`` = :data:`COMPACT`
+stores its per-image maps as float16, one image per chunk, gzip level 4 after the shuffle filter (lossless on the
+float16 bytes; HDF5's own filters, no extra package). The CRC is taken over the stored float16 bytes, so
+verification is unchanged, and :meth:`H5Store.read_rows` gives float32 (the metrics see float16-rounded maps).
+Chunks are allocated as they are written: the uncompressed float16 size of the rows still to do is reserved on disk
+first (at creation, and again when a later command continues the group), so a full disk still stops the command
+before HDF5 changes anything. Writing a chunk also updates the chunk index: a kill in that instant can need
+``status --repair`` (the default, contiguous layout has no such instant).
+
 **Kills.** Datasets are contiguous and allocated when created, so computing results only ever overwrites raw bytes
 in place. Results and their CRC are written and flushed *before* their status bytes: a process killed at any point
 leaves a readable file whose done flags name only complete results. New files are built under a temporary name and
@@ -49,6 +58,9 @@ ERR_LEN = 256
 FORMAT = 2  # root attribute ``store_format``; files of another format are refused with a message
 MARGIN = 1 << 20  # bytes reserved beyond a new group's datasets for HDF5's metadata
 PER_DATASET = 64 << 10
+# the compact layout of map groups (``--compact-maps``): recorded as the group attribute ``storage``
+COMPACT = {"dtype": "float16", "chunks": "one image", "compression": "gzip", "level": 4, "shuffle": True}
+CHUNK_SLACK = 1024  # bytes per chunk beyond its uncompressed size: deflate's worst-case growth, the chunk index
 
 
 class StoreError(Exception):
@@ -64,6 +76,27 @@ def _create_array(parent: h5py.Group, name: str, shape: tuple[int, ...], dtype) 
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     return parent.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl)
+
+
+def _create_compact(parent: h5py.Group, name: str, shape: tuple[int, ...]) -> h5py.Dataset:
+    """A float16 array of :data:`COMPACT` layout: one row (image) per chunk, shuffle + gzip, chunks allocated when
+    written (HDF5 does not allocate filtered chunks early)."""
+    return parent.create_dataset(name, shape=shape, dtype=np.float16, chunks=(1, *shape[1:]),
+                                 compression=COMPACT["compression"], compression_opts=COMPACT["level"],
+                                 shuffle=COMPACT["shuffle"])
+
+
+def is_compact(attrs) -> bool:
+    """True for the attributes (JSON strings, as stored, or values) of a group of :data:`COMPACT` layout."""
+    value = attrs.get("storage")
+    if isinstance(value, (str, bytes)):
+        value = json.loads(value)
+    return value == COMPACT
+
+
+def _compact_array(shape: tuple[int, ...], dtype) -> bool:
+    """The arrays a compact group stores as float16: per-image float arrays of 2 or more dimensions (the maps)."""
+    return len(shape) >= 2 and np.dtype(dtype).kind == "f"
 
 
 def reserve(path: Path, nbytes: int) -> None:
@@ -169,32 +202,59 @@ class H5Store:
                      check: Sequence[str] = ()) -> None:
         """Create ``group`` with per-image ``arrays`` {name: (shape after N, dtype)}, or check its attributes.
 
+        With ``attrs["storage"] == COMPACT`` the maps are stored compactly (module docstring). A ``storage`` named
+        in ``check`` is compared even where one side has none (the default layout): a group is never continued in
+        another layout.
+
         The bytes of the new datasets are reserved on disk first (:func:`reserve`): a full disk stops the command
         before HDF5 changes anything. A group left incomplete by an older version (no ``status``) is rebuilt."""
+        compact = is_compact(attrs)
+        n = len(self.names)
         if self.has_group(group):
             g = self.f[group]
             for key in check:
                 old, new = g.attrs.get(key), _json(attrs.get(key))
+                if key == "storage" and (old or _json(None)) != new:
+                    raise StoreError(f"{group} in {self.path} was stored with --compact-maps layout {old or 'none'} "
+                                     f"(asked: {new if compact else 'none'}); continue it with the same "
+                                     "--compact-maps, or use another --out folder.")
                 if old is not None and old != new:
                     raise StoreError(f"{group} in {self.path} was computed with different {key}:\n  stored: {old}\n"
                                      f"  asked:  {new}\nUse another --out folder, or delete that group.")
+            if is_compact(g.attrs):  # chunks are allocated when written: reserve the rows still to do
+                todo = int((self.status(group) != DONE).sum())
+                if todo:
+                    self.f.flush()
+                    reserve(self.path, todo * self._row_bytes(g) + MARGIN)
             return
-        n = len(self.names)
+        arrays = {name: ((shape, "f2") if compact and _compact_array(shape, dt) else (shape, dt))
+                  for name, (shape, dt) in arrays.items()}
         arrays = {**arrays, "crc": ((), "u4"), "error": ((), f"S{ERR_LEN}"), "status": ((), "u1")}
         need = sum(n * int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for shape, dt in arrays.values())
+        if compact:  # an upper bound of the compressed chunks: uncompressed float16, plus slack per chunk
+            need += n * CHUNK_SLACK * sum(_compact_array(shape, dt) for shape, dt in arrays.values())
         self.f.flush()
         reserve(self.path, need + MARGIN + PER_DATASET * len(arrays) + 4096 * len(attrs))
         if group in self.f:  # an incomplete group (a creation interrupted by an older version): start it again
             del self.f[group]
         g = self.f.require_group(group)
         for name, (shape, dtype) in arrays.items():
-            if name != "status":
+            if name == "status":
+                continue
+            if compact and _compact_array(shape, dtype):
+                _create_compact(g, name, (n, *shape))
+            else:
                 _create_array(g, name, (n, *shape), dtype)
         for key, value in attrs.items():
             g.attrs[key] = _json(value)
         status = _create_array(g, "status", (n,), np.uint8)
         status[...] = TODO  # last: a group exists (has_group) only once complete
         self.f.flush()
+
+    def _row_bytes(self, g: h5py.Group) -> int:
+        """Upper bound of the bytes one row of a compact group's chunked arrays takes on disk."""
+        return sum(int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize + CHUNK_SLACK
+                   for ds in g.values() if isinstance(ds, h5py.Dataset) and ds.chunks is not None)
 
     def array_names(self, group: str) -> list[str]:
         """The per-image result arrays of a group (``status``, ``error`` and ``crc`` excluded)."""
@@ -262,13 +322,16 @@ class H5Store:
                   mark: bool = True) -> tuple[dict[str, np.ndarray], list[int]]:
         """``({array: rows}, bad)``: the rows ``indices`` (default: every done row) of every array of the group,
         and the done rows among them whose CRC does not match their bytes. With ``mark`` (a writable store), those
-        rows are marked ``CORRUPT`` so the next run of their stage recomputes them."""
+        rows are marked ``CORRUPT`` so the next run of their stage recomputes them. Float16 arrays (compact groups)
+        are verified as stored and returned as float32."""
         st = self.status(group)
         idx = np.flatnonzero(st == DONE) if indices is None else np.asarray(indices, dtype=np.int64)
         names = self.array_names(group)
         arrays = {name: self.read(group, name, idx) for name in names}
         crcs = self.read(group, "crc", idx)
         bad = [int(i) for k, i in enumerate(idx) if st[i] == DONE and row_crc(arrays, k) != int(crcs[k])]
+        # compact groups: checked on the stored float16 bytes, given as float32 (the metrics are unchanged)
+        arrays = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in arrays.items()}
         if bad and mark and self.f.mode == "r+":
             for i in bad:
                 self.fail(group, i, "checksum mismatch: the stored bytes changed after they were written",
@@ -384,7 +447,10 @@ def _salvage_group(src: h5py.File, dst: h5py.File, group: str, n: int, fname: st
     for k, v in attrs.items():
         out.attrs[k] = v
     for k, v in data.items():
-        _create_array(out, k, v.shape, v.dtype)[...] = v
+        if is_compact(attrs) and v.dtype == np.float16 and v.ndim >= 3:
+            _create_compact(out, k, v.shape)[...] = v
+        else:
+            _create_array(out, k, v.shape, v.dtype)[...] = v
     new_st = st.copy()
     corrupt = []
     for i in np.flatnonzero(st == DONE):

@@ -14,8 +14,12 @@ One file per model run. Layout of ``maps.h5`` (``metrics.h5`` is the same with `
 
 **Compact groups** (``--compact-maps``, :data:`COMPACT`): a group whose attributes hold ``storage`` = :data:`COMPACT`
 stores its per-image maps as float16, one image per chunk, gzip level 4 after the shuffle filter (lossless on the
-float16 bytes; HDF5's own filters, no extra package). The CRC is taken over the stored float16 bytes, so
-verification is unchanged, and :meth:`H5Store.read_rows` gives float32 (the metrics see float16-rounded maps).
+float16 bytes; HDF5's own filters, no extra package). Each map is stored as ``float16(map * 2**e)`` with the
+power of two ``e`` (per image, in ``<array>.exp2`` [N] int16) that puts its largest |value| in [1024, 2048): scaling by
+a power of two is exact, so the map keeps float16's 11 significant bits whatever its magnitude (a map of 1e-9 or
+1e9 would otherwise underflow to zeros or overflow to inf); for maps within float16's normal range this equals
+``float16(map)``. The CRC is taken over the stored bytes (float16 and exponents), so verification is unchanged,
+and :meth:`H5Store.read_rows` gives float32 ``stored * 2**-e`` (the metrics see float16-rounded maps).
 Chunks are allocated as they are written: the uncompressed float16 size of the rows still to do is reserved on disk
 first (at creation, and again when a later command continues the group), so a full disk still stops the command
 before HDF5 changes anything. Writing a chunk also updates the chunk index: a kill in that instant can need
@@ -60,6 +64,7 @@ MARGIN = 1 << 20  # bytes reserved beyond a new group's datasets for HDF5's meta
 PER_DATASET = 64 << 10
 # the compact layout of map groups (``--compact-maps``): recorded as the group attribute ``storage``
 COMPACT = {"dtype": "float16", "chunks": "one image", "compression": "gzip", "level": 4, "shuffle": True}
+EXP2 = ".exp2"  # suffix of a compact array's per-image power-of-two exponents (hidden from array_names)
 CHUNK_SLACK = 1024  # bytes per chunk beyond its uncompressed size: deflate's worst-case growth, the chunk index
 
 
@@ -97,6 +102,22 @@ def is_compact(attrs) -> bool:
 def _compact_array(shape: tuple[int, ...], dtype) -> bool:
     """The arrays a compact group stores as float16: per-image float arrays of 2 or more dimensions (the maps)."""
     return len(shape) >= 2 and np.dtype(dtype).kind == "f"
+
+
+def to_float16(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(float16(values * 2**e), e)`` per row of ``values`` [B, ...], ``e`` (int16) putting each row's largest
+    finite |value| in [1024, 2048) (0 for a row of zeros or non-finite values)."""
+    v = np.asarray(values, dtype=np.float32)
+    flat = np.abs(v.reshape(len(v), -1))
+    big = np.array([r[np.isfinite(r)].max(initial=0.0) for r in flat], dtype=np.float64)
+    e = np.where(big > 0, 10 - np.floor(np.log2(np.where(big > 0, big, 1.0))), 0).astype(np.int16)
+    scaled = np.ldexp(v, e.reshape(-1, *([1] * (v.ndim - 1))).astype(np.int32)).astype(np.float32)
+    return scaled.astype(np.float16), e
+
+
+def from_float16(stored: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """float32 maps from :func:`to_float16`'s output (exact: a power-of-two scaling)."""
+    return np.ldexp(stored.astype(np.float32), -e.astype(np.int32).reshape(-1, *([1] * (stored.ndim - 1))))
 
 
 def reserve(path: Path, nbytes: int) -> None:
@@ -229,6 +250,9 @@ class H5Store:
             return
         arrays = {name: ((shape, "f2") if compact and _compact_array(shape, dt) else (shape, dt))
                   for name, (shape, dt) in arrays.items()}
+        if compact:
+            arrays.update({name + EXP2: ((), "i2") for name, (shape, dt) in list(arrays.items())
+                           if _compact_array(shape, dt)})
         arrays = {**arrays, "crc": ((), "u4"), "error": ((), f"S{ERR_LEN}"), "status": ((), "u1")}
         need = sum(n * int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for shape, dt in arrays.values())
         if compact:  # an upper bound of the compressed chunks: uncompressed float16, plus slack per chunk
@@ -259,7 +283,7 @@ class H5Store:
     def array_names(self, group: str) -> list[str]:
         """The per-image result arrays of a group (``status``, ``error`` and ``crc`` excluded)."""
         return sorted(k for k, v in self.f[group].items() if isinstance(v, h5py.Dataset)
-                      and k not in ("status", "error", "crc"))
+                      and k not in ("status", "error", "crc") and not k.endswith(EXP2))
 
     def group_attrs(self, group: str) -> dict:
         return {k: json.loads(v) for k, v in self.f[group].attrs.items()}
@@ -278,10 +302,16 @@ class H5Store:
         order = np.argsort(idx)
         idx = idx[order]
         g = self.f[group]
-        arrays = {name: np.asarray(values, dtype=g[name].dtype)[order] for name, values in arrays.items()}
         missing = set(self.array_names(group)) - set(arrays)
         if missing:
             raise StoreError(f"{group}: a write must give every array of the group (missing {sorted(missing)})")
+        stored = {}
+        for name, values in arrays.items():
+            if name + EXP2 in g:  # a compact array: float16 of the map scaled by a power of two, and the exponents
+                stored[name], stored[name + EXP2] = to_float16(np.asarray(values)[order])
+            else:
+                stored[name] = np.asarray(values, dtype=g[name].dtype)[order]
+        arrays = stored
         crc = np.array([row_crc(arrays, k) for k in range(len(idx))], dtype=np.uint32)
         for run in _runs(idx):
             a, b = idx[run][0], idx[run][-1] + 1
@@ -323,15 +353,18 @@ class H5Store:
         """``({array: rows}, bad)``: the rows ``indices`` (default: every done row) of every array of the group,
         and the done rows among them whose CRC does not match their bytes. With ``mark`` (a writable store), those
         rows are marked ``CORRUPT`` so the next run of their stage recomputes them. Float16 arrays (compact groups)
-        are verified as stored and returned as float32."""
+        are verified as stored and returned as float32 (their exponents applied, :func:`from_float16`)."""
         st = self.status(group)
         idx = np.flatnonzero(st == DONE) if indices is None else np.asarray(indices, dtype=np.int64)
         names = self.array_names(group)
+        names += [name + EXP2 for name in names if name + EXP2 in self.f[group]]
         arrays = {name: self.read(group, name, idx) for name in names}
         crcs = self.read(group, "crc", idx)
         bad = [int(i) for k, i in enumerate(idx) if st[i] == DONE and row_crc(arrays, k) != int(crcs[k])]
-        # compact groups: checked on the stored float16 bytes, given as float32 (the metrics are unchanged)
-        arrays = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in arrays.items()}
+        # compact groups: checked on the stored bytes (float16 and exponents), given as float32
+        for name in [n for n in names if n.endswith(EXP2)]:
+            base = name[:-len(EXP2)]
+            arrays[base] = from_float16(arrays[base], arrays.pop(name))
         if bad and mark and self.f.mode == "r+":
             for i in bad:
                 self.fail(group, i, "checksum mismatch: the stored bytes changed after they were written",

@@ -120,16 +120,19 @@ def from_float16(stored: np.ndarray, e: np.ndarray) -> np.ndarray:
     return np.ldexp(stored.astype(np.float32), -e.astype(np.int32).reshape(-1, *([1] * (stored.ndim - 1))))
 
 
-def reserve(path: Path, nbytes: int) -> None:
+def reserve(path: Path, nbytes: int, start: int | None = None) -> None:
     """Physically allocate ``nbytes`` past the end of the file ``path`` (``posix_fallocate``), so that HDF5's next
     allocations land on blocks that exist. On failure (no space, a file size limit) the file is left as it was and
     :class:`StoreError` says what happened; HDF5 has not been touched. HDF5 gives the unused part back when the file
-    is closed (it truncates the file to its end of allocation)."""
+    is closed (it truncates the file to its end of allocation).
+
+    ``start`` (HDF5's end of allocation, where its next allocations land) reserves from there instead of from the
+    end of the file, so reservations made in one session overlap instead of adding up."""
     fd = os.open(path, os.O_RDWR)
     try:
         size = os.fstat(fd).st_size
         try:
-            os.posix_fallocate(fd, size, max(1, int(nbytes)))
+            os.posix_fallocate(fd, size if start is None else min(int(start), size), max(1, int(nbytes)))
         except OSError as err:
             os.ftruncate(fd, size)
             raise StoreError(f"cannot reserve {nbytes / 2**20:.1f} MiB for new results in {path} "
@@ -246,7 +249,7 @@ class H5Store:
                 todo = int((self.status(group) != DONE).sum())
                 if todo:
                     self.f.flush()
-                    reserve(self.path, todo * self._row_bytes(g) + MARGIN)
+                    reserve(self.path, todo * self._row_bytes(g) + MARGIN, start=self.f.id.get_filesize())
             return
         arrays = {name: ((shape, "f2") if compact and _compact_array(shape, dt) else (shape, dt))
                   for name, (shape, dt) in arrays.items()}
@@ -258,7 +261,8 @@ class H5Store:
         if compact:  # an upper bound of the compressed chunks: uncompressed float16, plus slack per chunk
             need += n * CHUNK_SLACK * sum(_compact_array(shape, dt) for shape, dt in arrays.values())
         self.f.flush()
-        reserve(self.path, need + MARGIN + PER_DATASET * len(arrays) + 4096 * len(attrs))
+        reserve(self.path, need + MARGIN + PER_DATASET * len(arrays) + 4096 * len(attrs),
+                start=self.f.id.get_filesize() if compact else None)
         if group in self.f:  # an incomplete group (a creation interrupted by an older version): start it again
             del self.f[group]
         g = self.f.require_group(group)
@@ -388,14 +392,43 @@ class H5Store:
 
     def close(self) -> None:
         if getattr(self, "f", None) is not None:
+            eoa = None
+            if self.f.mode == "r+" and any(is_compact(self.f[g].attrs) for g in _compact_candidates(self.f)):
+                self.f.flush()
+                eoa = int(self.f.id.get_filesize())  # HDF5's end of allocation (the file is longer: reserved)
             self.f.close()
             self.f = None
+            if eoa:
+                _trim(self.path, eoa)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _compact_candidates(f: h5py.File) -> list[str]:
+    """The map groups of a store (``maps/<id>``): where compact groups can be."""
+    return [f"maps/{k}" for k, v in f["maps"].items() if isinstance(v, h5py.Group)] if "maps" in f else []
+
+
+def _trim(path: Path, eoa: int) -> None:
+    """Give back the reserved bytes past HDF5's end of allocation ``eoa`` of a closed store with compact groups
+    (they reserve the uncompressed size of their chunks; the compressed chunks use a part of it). Only a tail that
+    HDF5 never wrote (all zeros, as reserved) is cut."""
+    try:
+        with open(path, "r+b") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if not 0 < eoa < size:
+                return
+            fh.seek(eoa)
+            while block := fh.read(8 << 20):
+                if block.count(0) != len(block):
+                    return
+            fh.truncate(eoa)
+    except OSError:
+        pass  # the reservation stays: a larger file, nothing lost
 
 
 def _runs(sorted_idx: np.ndarray) -> list[slice]:

@@ -11,7 +11,8 @@ the bytes one map takes in each layout (read from the file: ``Dataset.id.get_sto
 |float32 - float16 map| relative to the map's largest |value|, and the largest and mean |delta AUC| of insertion and
 deletion; then the projection to a 2000-image VGG16 store with every method and every Poly-CAM ablation (the ablation
 groups at the measured compact bytes per map, every other group float32 as the default ``ablations`` setting keeps
-them).
+them). ``exact_float16`` says whether a map read back equals plain ``np.float16(map)``: false where the per-image
+power-of-two exponent kept more bits than plain float16 (values below 2**-14 of a map).
 """
 
 from __future__ import annotations

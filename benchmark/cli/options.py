@@ -59,7 +59,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                              "gradcampp.alpha=eq19, insertion.steps=112; recorded with the results")),
     "compact_maps": (("--compact-maps",), dict(default="none", choices=["none", "ablations", "all"], help="none "
                                                "(default: exact float32 maps), ablations (Poly-CAM's ablation maps "
-                                               "as float16, chunked and gzip-compressed: ~4x smaller stores, "
+                                               "as float16, chunked and gzip-compressed: ~4x smaller maps, "
                                                "docs/outputs.md) or all (every map so); recorded in the protocol, "
                                                "never mixed in one store")),
     "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),

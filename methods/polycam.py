@@ -72,6 +72,7 @@ tolerance, as any change of batch composition), which is what the reference does
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -201,6 +202,14 @@ def channel_counts(model, layers: list[str], size: int = 224) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------- methods
+
+ABLATION_RE = re.compile(r"^(pcam(p|m|pm)_(step\d+|nolnorm)|cam(p|m|pm)_l\d+)$")
+
+
+def is_ablation(output_id: str) -> bool:
+    """True for the ids of Poly-CAM's ablation maps (``pcamW_stepK``, ``camW_lI``, ``pcamW_nolnorm``)."""
+    return bool(ABLATION_RE.match(output_id))
+
 
 POLYCAM_PAPER_PARAMS = {"layers": None, "ablations": True, "outlier_percent": 0.1}
 POLYCAM_QUICK_PARAMS = {"ablations": False}

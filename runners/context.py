@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import h5py
 import torch
 from tqdm.auto import tqdm
 
@@ -32,10 +33,11 @@ from .overrides import check_overrides
 from .plugins import load_plugin
 from .progress import PassProgress
 from .provenance import environment
-from .store import H5Store, RunLock
+from .store import COMPACT, H5Store, RunLock, StoreError
 from .tuning import cached_pass_batch_size, cached_tuning
 
 DEFAULT_METRICS = ("insertion", "deletion")
+COMPACT_CHOICES = ("none", "ablations", "all")
 
 
 @dataclass
@@ -68,6 +70,8 @@ class RunConfig:
     # inputs per pass of deterministic work, fixed by a driver for its tasks (None: --batch-size, else tuned)
     pass_batch_size: int | None = None
     overrides: dict = field(default_factory=dict)  # --set: {method or metric id: {parameter: value}}
+    # --compact-maps none|ablations|all (runners/store.py COMPACT); None: as the folder's maps.h5 says (else none)
+    compact_maps: str | None = None
 
     @property
     def sharded(self) -> bool:
@@ -136,6 +140,9 @@ class RunContext:
         self.indices = list(range(min(n, cfg.limit) if cfg.limit else n))
         self.precision = precision_mod.check_precision(cfg.precision)
         precision_mod.configure(self.precision, self.device)
+        if cfg.compact_maps is not None and cfg.compact_maps not in COMPACT_CHOICES:
+            raise ValueError(f"--compact-maps must be one of {', '.join(COMPACT_CHOICES)}, not {cfg.compact_maps!r}")
+        self._compact = cfg.compact_maps
         self._model: ModelBundle | None = None
         self.memory: dict | None = None  # the memory bound applied to the batch size (benchmark/core/memory.py)
         self._pass_bs = cfg.pass_batch_size or cfg.batch_size  # None: tuned on first use
@@ -207,9 +214,46 @@ class RunContext:
     # ----------------------------------------------------------------------------------------- identity
     def protocol(self) -> dict:
         """What must be equal for results to be mixed in one store: the profile, the model, its weights (their
-        content's sha256: a file replaced at the same path is a different protocol), the seed and the precision."""
-        return {"profile": self.profile.as_dict(), "model": self.tag, "weights": self.cfg.weights,
-                "weights_sha256": self.model.weights_sha256, "seed": self.cfg.seed, "precision": self.precision}
+        content's sha256: a file replaced at the same path is a different protocol), the seed, the precision and,
+        when not the default, the compact storage of the maps (``--compact-maps``: float16 maps move the metrics'
+        values slightly)."""
+        proto = {"profile": self.profile.as_dict(), "model": self.tag, "weights": self.cfg.weights,
+                 "weights_sha256": self.model.weights_sha256, "seed": self.cfg.seed, "precision": self.precision}
+        if self.compact_maps != "none":
+            proto["compact_maps"] = self.compact_maps
+        return proto
+
+    def _stored_compact(self, path: Path) -> str | None:
+        """The ``--compact-maps`` of an existing store (its root protocol), None when there is no readable one."""
+        if not path.is_file():
+            return None
+        try:
+            with h5py.File(path, "r", locking=False) as f:
+                proto = f.attrs.get("protocol")
+            return json.loads(proto).get("compact_maps", "none") if proto is not None else None
+        except (OSError, ValueError, AttributeError):
+            return None  # the store's own checks say what is wrong with it
+
+    @property
+    def compact_maps(self) -> str:
+        """``--compact-maps`` of this run: as asked, else as the folder's maps.h5 was made, else ``none``."""
+        if self._compact is None:
+            self._compact = self._stored_compact(self.run_dir / "maps.h5") or "none"
+        return self._compact
+
+    def map_storage(self, output_id: str) -> dict:
+        """The ``storage`` group attribute of the maps of ``output_id``: {"storage": COMPACT} when they are stored
+        compactly (``--compact-maps all``, or ``ablations`` and a Poly-CAM ablation id), else {}."""
+        from methods.polycam import is_ablation
+        mode = self.compact_maps
+        return {"storage": COMPACT} if mode == "all" or (mode == "ablations" and is_ablation(output_id)) else {}
+
+    def _check_compact(self, path: Path) -> None:
+        stored = self._stored_compact(path)
+        if stored is not None and stored != self.compact_maps:
+            raise StoreError(f"{path} was made with --compact-maps {stored}; this command asks for --compact-maps "
+                             f"{self.compact_maps}. Continue it with --compact-maps {stored}, or use another --out "
+                             "folder (maps of two storage layouts are never mixed).")
 
     def provenance(self) -> dict:
         lst = self.source.list_path
@@ -220,7 +264,8 @@ class RunContext:
                 "image_list_is_authors": bool(lst) and sha256_file(lst) == sha256_file(AUTHORS_LIST),
                 "limit": self.cfg.limit, "batch_size": self.batch_size,
                 "pass_batch_size": self.resolve_pass_batch_size(), "pass_batch_tuning": self.pass_tuning,
-                "memory_bound": self.memory, "environment": environment(self.device)}
+                "memory_bound": self.memory, "compact_maps": self.compact_maps,
+                "environment": environment(self.device)}
 
     def write_provenance(self, metric_params: dict[str, dict] | None = None) -> Path:
         """``provenance.json``: the run's provenance, its configuration, and the parameters of every metric
@@ -243,11 +288,13 @@ class RunContext:
 
     # ----------------------------------------------------------------------------------------- stores
     def open_maps(self, mode: str = "a") -> H5Store:
+        self._check_compact(self.run_dir / "maps.h5")
         attrs = {"protocol": self.protocol()} if mode == "r" else {"protocol": self.protocol(),
                                                                   "provenance": self.provenance()}
         return H5Store(self.run_dir / "maps.h5", self.source.names, attrs, check_attrs=["protocol"], mode=mode)
 
     def open_metrics(self, mode: str = "a") -> H5Store:
+        self._check_compact(self.run_dir / "metrics.h5")
         return H5Store(self.run_dir / "metrics.h5", self.source.names, {"protocol": self.protocol()},
                        check_attrs=["protocol"], mode=mode)
 

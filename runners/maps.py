@@ -85,10 +85,10 @@ class MapsStage:
         """Compute the images whose maps (for any output id of the method) are not all stored yet."""
         ctx = self.ctx
         groups = {oid: f"maps/{oid}" for oid in method.output_ids}
-        for group in groups.values():
+        for oid, group in groups.items():  # --compact-maps: float16 chunked groups (runners/store.py COMPACT)
             store.ensure_group(group, {"map": ((ctx.profile.image_size,) * 2, "f4")},
-                               {"params": method.params, "method": method.describe(), "produced_by": method.id},
-                               check=["params"])
+                               {"params": method.params, "method": method.describe(), "produced_by": method.id,
+                                **ctx.map_storage(oid)}, check=["params", "storage"])
         missing = np.zeros(len(store.names), bool)
         for group in groups.values():
             store.verify(group, usable)  # stored maps failing their checksum are marked corrupt: computed again

@@ -12,6 +12,19 @@ One file per model run. Layout of ``maps.h5`` (``metrics.h5`` is the same with `
     /<group>/status     [N] uint8    0 to do, 1 done, 2 failed (reason in /<group>/error [N] S256), 3 corrupt
     attrs               JSON         store_format, provenance (root) and parameters (per group)
 
+**Compact groups** (``--compact-maps``, :data:`COMPACT`): a group whose attributes hold ``storage`` = :data:`COMPACT`
+stores its per-image maps as float16, one image per chunk, gzip level 4 after the shuffle filter (lossless on the
+float16 bytes; HDF5's own filters, no extra package). Each map is stored as ``float16(map * 2**e)`` with the
+power of two ``e`` (per image, in ``<array>.exp2`` [N] int16) that puts its largest |value| in [1024, 2048): scaling by
+a power of two is exact, so the map keeps float16's 11 significant bits whatever its magnitude (a map of 1e-9 or
+1e9 would otherwise underflow to zeros or overflow to inf); for maps within float16's normal range this equals
+``float16(map)``. The CRC is taken over the stored bytes (float16 and exponents), so verification is unchanged,
+and :meth:`H5Store.read_rows` gives float32 ``stored * 2**-e`` (the metrics see float16-rounded maps).
+Chunks are allocated as they are written: the uncompressed float16 size of the rows still to do is reserved on disk
+first (at creation, and again when a later command continues the group), so a full disk still stops the command
+before HDF5 changes anything. Writing a chunk also updates the chunk index: a kill in that instant can need
+``status --repair`` (the default, contiguous layout has no such instant).
+
 **Kills.** Datasets are contiguous and allocated when created, so computing results only ever overwrites raw bytes
 in place. Results and their CRC are written and flushed *before* their status bytes: a process killed at any point
 leaves a readable file whose done flags name only complete results. New files are built under a temporary name and
@@ -49,6 +62,10 @@ ERR_LEN = 256
 FORMAT = 2  # root attribute ``store_format``; files of another format are refused with a message
 MARGIN = 1 << 20  # bytes reserved beyond a new group's datasets for HDF5's metadata
 PER_DATASET = 64 << 10
+# the compact layout of map groups (``--compact-maps``): recorded as the group attribute ``storage``
+COMPACT = {"dtype": "float16", "chunks": "one image", "compression": "gzip", "level": 4, "shuffle": True}
+EXP2 = ".exp2"  # suffix of a compact array's per-image power-of-two exponents (hidden from array_names)
+CHUNK_SLACK = 1024  # bytes per chunk beyond its uncompressed size: deflate's worst-case growth, the chunk index
 
 
 class StoreError(Exception):
@@ -66,16 +83,56 @@ def _create_array(parent: h5py.Group, name: str, shape: tuple[int, ...], dtype) 
     return parent.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl)
 
 
-def reserve(path: Path, nbytes: int) -> None:
+def _create_compact(parent: h5py.Group, name: str, shape: tuple[int, ...]) -> h5py.Dataset:
+    """A float16 array of :data:`COMPACT` layout: one row (image) per chunk, shuffle + gzip, chunks allocated when
+    written (HDF5 does not allocate filtered chunks early)."""
+    return parent.create_dataset(name, shape=shape, dtype=np.float16, chunks=(1, *shape[1:]),
+                                 compression=COMPACT["compression"], compression_opts=COMPACT["level"],
+                                 shuffle=COMPACT["shuffle"])
+
+
+def is_compact(attrs) -> bool:
+    """True for the attributes (JSON strings, as stored, or values) of a group of :data:`COMPACT` layout."""
+    value = attrs.get("storage")
+    if isinstance(value, (str, bytes)):
+        value = json.loads(value)
+    return value == COMPACT
+
+
+def _compact_array(shape: tuple[int, ...], dtype) -> bool:
+    """The arrays a compact group stores as float16: per-image float arrays of 2 or more dimensions (the maps)."""
+    return len(shape) >= 2 and np.dtype(dtype).kind == "f"
+
+
+def to_float16(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(float16(values * 2**e), e)`` per row of ``values`` [B, ...], ``e`` (int16) putting each row's largest
+    finite |value| in [1024, 2048) (0 for a row of zeros or non-finite values)."""
+    v = np.asarray(values, dtype=np.float32)
+    flat = np.abs(v.reshape(len(v), -1))
+    big = np.array([r[np.isfinite(r)].max(initial=0.0) for r in flat], dtype=np.float64)
+    e = np.where(big > 0, 10 - np.floor(np.log2(np.where(big > 0, big, 1.0))), 0).astype(np.int16)
+    scaled = np.ldexp(v, e.reshape(-1, *([1] * (v.ndim - 1))).astype(np.int32)).astype(np.float32)
+    return scaled.astype(np.float16), e
+
+
+def from_float16(stored: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """float32 maps from :func:`to_float16`'s output (exact: a power-of-two scaling)."""
+    return np.ldexp(stored.astype(np.float32), -e.astype(np.int32).reshape(-1, *([1] * (stored.ndim - 1))))
+
+
+def reserve(path: Path, nbytes: int, start: int | None = None) -> None:
     """Physically allocate ``nbytes`` past the end of the file ``path`` (``posix_fallocate``), so that HDF5's next
     allocations land on blocks that exist. On failure (no space, a file size limit) the file is left as it was and
     :class:`StoreError` says what happened; HDF5 has not been touched. HDF5 gives the unused part back when the file
-    is closed (it truncates the file to its end of allocation)."""
+    is closed (it truncates the file to its end of allocation).
+
+    ``start`` (HDF5's end of allocation, where its next allocations land) reserves from there instead of from the
+    end of the file, so reservations made in one session overlap instead of adding up."""
     fd = os.open(path, os.O_RDWR)
     try:
         size = os.fstat(fd).st_size
         try:
-            os.posix_fallocate(fd, size, max(1, int(nbytes)))
+            os.posix_fallocate(fd, size if start is None else min(int(start), size), max(1, int(nbytes)))
         except OSError as err:
             os.ftruncate(fd, size)
             raise StoreError(f"cannot reserve {nbytes / 2**20:.1f} MiB for new results in {path} "
@@ -169,26 +226,52 @@ class H5Store:
                      check: Sequence[str] = ()) -> None:
         """Create ``group`` with per-image ``arrays`` {name: (shape after N, dtype)}, or check its attributes.
 
+        With ``attrs["storage"] == COMPACT`` the maps are stored compactly (module docstring). A ``storage`` named
+        in ``check`` is compared even where one side has none (the default layout): a group is never continued in
+        another layout.
+
         The bytes of the new datasets are reserved on disk first (:func:`reserve`): a full disk stops the command
         before HDF5 changes anything. A group left incomplete by an older version (no ``status``) is rebuilt."""
+        compact = is_compact(attrs)
+        n = len(self.names)
         if self.has_group(group):
             g = self.f[group]
             for key in check:
                 old, new = g.attrs.get(key), _json(attrs.get(key))
+                if key == "storage" and (old or _json(None)) != new:
+                    raise StoreError(f"{group} in {self.path} was stored with --compact-maps layout {old or 'none'} "
+                                     f"(asked: {new if compact else 'none'}); continue it with the same "
+                                     "--compact-maps, or use another --out folder.")
                 if old is not None and old != new:
                     raise StoreError(f"{group} in {self.path} was computed with different {key}:\n  stored: {old}\n"
                                      f"  asked:  {new}\nUse another --out folder, or delete that group.")
+            if is_compact(g.attrs):  # chunks are allocated when written: reserve the rows still to do
+                todo = int((self.status(group) != DONE).sum())
+                if todo:
+                    self.f.flush()
+                    reserve(self.path, todo * self._row_bytes(g) + MARGIN, start=self.f.id.get_filesize())
             return
-        n = len(self.names)
+        arrays = {name: ((shape, "f2") if compact and _compact_array(shape, dt) else (shape, dt))
+                  for name, (shape, dt) in arrays.items()}
+        if compact:
+            arrays.update({name + EXP2: ((), "i2") for name, (shape, dt) in list(arrays.items())
+                           if _compact_array(shape, dt)})
         arrays = {**arrays, "crc": ((), "u4"), "error": ((), f"S{ERR_LEN}"), "status": ((), "u1")}
         need = sum(n * int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for shape, dt in arrays.values())
+        if compact:  # an upper bound of the compressed chunks: uncompressed float16, plus slack per chunk
+            need += n * CHUNK_SLACK * sum(_compact_array(shape, dt) for shape, dt in arrays.values())
         self.f.flush()
-        reserve(self.path, need + MARGIN + PER_DATASET * len(arrays) + 4096 * len(attrs))
+        reserve(self.path, need + MARGIN + PER_DATASET * len(arrays) + 4096 * len(attrs),
+                start=self.f.id.get_filesize() if compact else None)
         if group in self.f:  # an incomplete group (a creation interrupted by an older version): start it again
             del self.f[group]
         g = self.f.require_group(group)
         for name, (shape, dtype) in arrays.items():
-            if name != "status":
+            if name == "status":
+                continue
+            if compact and _compact_array(shape, dtype):
+                _create_compact(g, name, (n, *shape))
+            else:
                 _create_array(g, name, (n, *shape), dtype)
         for key, value in attrs.items():
             g.attrs[key] = _json(value)
@@ -196,10 +279,15 @@ class H5Store:
         status[...] = TODO  # last: a group exists (has_group) only once complete
         self.f.flush()
 
+    def _row_bytes(self, g: h5py.Group) -> int:
+        """Upper bound of the bytes one row of a compact group's chunked arrays takes on disk."""
+        return sum(int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize + CHUNK_SLACK
+                   for ds in g.values() if isinstance(ds, h5py.Dataset) and ds.chunks is not None)
+
     def array_names(self, group: str) -> list[str]:
         """The per-image result arrays of a group (``status``, ``error`` and ``crc`` excluded)."""
         return sorted(k for k, v in self.f[group].items() if isinstance(v, h5py.Dataset)
-                      and k not in ("status", "error", "crc"))
+                      and k not in ("status", "error", "crc") and not k.endswith(EXP2))
 
     def group_attrs(self, group: str) -> dict:
         return {k: json.loads(v) for k, v in self.f[group].attrs.items()}
@@ -218,10 +306,16 @@ class H5Store:
         order = np.argsort(idx)
         idx = idx[order]
         g = self.f[group]
-        arrays = {name: np.asarray(values, dtype=g[name].dtype)[order] for name, values in arrays.items()}
         missing = set(self.array_names(group)) - set(arrays)
         if missing:
             raise StoreError(f"{group}: a write must give every array of the group (missing {sorted(missing)})")
+        stored = {}
+        for name, values in arrays.items():
+            if name + EXP2 in g:  # a compact array: float16 of the map scaled by a power of two, and the exponents
+                stored[name], stored[name + EXP2] = to_float16(np.asarray(values)[order])
+            else:
+                stored[name] = np.asarray(values, dtype=g[name].dtype)[order]
+        arrays = stored
         crc = np.array([row_crc(arrays, k) for k in range(len(idx))], dtype=np.uint32)
         for run in _runs(idx):
             a, b = idx[run][0], idx[run][-1] + 1
@@ -262,13 +356,19 @@ class H5Store:
                   mark: bool = True) -> tuple[dict[str, np.ndarray], list[int]]:
         """``({array: rows}, bad)``: the rows ``indices`` (default: every done row) of every array of the group,
         and the done rows among them whose CRC does not match their bytes. With ``mark`` (a writable store), those
-        rows are marked ``CORRUPT`` so the next run of their stage recomputes them."""
+        rows are marked ``CORRUPT`` so the next run of their stage recomputes them. Float16 arrays (compact groups)
+        are verified as stored and returned as float32 (their exponents applied, :func:`from_float16`)."""
         st = self.status(group)
         idx = np.flatnonzero(st == DONE) if indices is None else np.asarray(indices, dtype=np.int64)
         names = self.array_names(group)
+        names += [name + EXP2 for name in names if name + EXP2 in self.f[group]]
         arrays = {name: self.read(group, name, idx) for name in names}
         crcs = self.read(group, "crc", idx)
         bad = [int(i) for k, i in enumerate(idx) if st[i] == DONE and row_crc(arrays, k) != int(crcs[k])]
+        # compact groups: checked on the stored bytes (float16 and exponents), given as float32
+        for name in [n for n in names if n.endswith(EXP2)]:
+            base = name[:-len(EXP2)]
+            arrays[base] = from_float16(arrays[base], arrays.pop(name))
         if bad and mark and self.f.mode == "r+":
             for i in bad:
                 self.fail(group, i, "checksum mismatch: the stored bytes changed after they were written",
@@ -292,14 +392,43 @@ class H5Store:
 
     def close(self) -> None:
         if getattr(self, "f", None) is not None:
+            eoa = None
+            if self.f.mode == "r+" and any(is_compact(self.f[g].attrs) for g in _compact_candidates(self.f)):
+                self.f.flush()
+                eoa = int(self.f.id.get_filesize())  # HDF5's end of allocation (the file is longer: reserved)
             self.f.close()
             self.f = None
+            if eoa:
+                _trim(self.path, eoa)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _compact_candidates(f: h5py.File) -> list[str]:
+    """The map groups of a store (``maps/<id>``): where compact groups can be."""
+    return [f"maps/{k}" for k, v in f["maps"].items() if isinstance(v, h5py.Group)] if "maps" in f else []
+
+
+def _trim(path: Path, eoa: int) -> None:
+    """Give back the reserved bytes past HDF5's end of allocation ``eoa`` of a closed store with compact groups
+    (they reserve the uncompressed size of their chunks; the compressed chunks use a part of it). Only a tail that
+    HDF5 never wrote (all zeros, as reserved) is cut."""
+    try:
+        with open(path, "r+b") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if not 0 < eoa < size:
+                return
+            fh.seek(eoa)
+            while block := fh.read(8 << 20):
+                if block.count(0) != len(block):
+                    return
+            fh.truncate(eoa)
+    except OSError:
+        pass  # the reservation stays: a larger file, nothing lost
 
 
 def _runs(sorted_idx: np.ndarray) -> list[slice]:
@@ -384,7 +513,10 @@ def _salvage_group(src: h5py.File, dst: h5py.File, group: str, n: int, fname: st
     for k, v in attrs.items():
         out.attrs[k] = v
     for k, v in data.items():
-        _create_array(out, k, v.shape, v.dtype)[...] = v
+        if is_compact(attrs) and v.dtype == np.float16 and v.ndim >= 3:
+            _create_compact(out, k, v.shape)[...] = v
+        else:
+            _create_array(out, k, v.shape, v.dtype)[...] = v
     new_st = st.copy()
     corrupt = []
     for i in np.flatnonzero(st == DONE):

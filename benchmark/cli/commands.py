@@ -24,9 +24,9 @@ _RESULTS = {"model": {"default": None, "help": "one model folder (default: every
 
 COMMANDS = [
     Command("run", "maps, then metrics, the sanity check, tables and the report", "benchmark.cli.stages:cmd_run",
-            ("run", "methods", "metrics", "dry_run", "scale", "drift_images")),
+            ("run", "methods", "metrics", "dry_run", "compact", "scale", "drift_images")),
     Command("maps", "compute and store saliency maps", "benchmark.cli.stages:cmd_maps",
-            ("run", "methods", "dry_run", "scale")),
+            ("run", "methods", "dry_run", "compact", "scale")),
     Command("metrics", "score stored maps; write the CSV files", "benchmark.cli.stages:cmd_metrics",
             ("run", "methods", "metrics", "dry_run", "scale")),
     Command("sanity", "cascading-randomisation sanity check: maps of every method on the network randomised layer "

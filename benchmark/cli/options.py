@@ -72,6 +72,11 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                                             "bf16: redo the maps and metric values of the first N images at fp32 "
                                             "and record their drift in precision_drift.json, shown by the report "
                                             "(default: 4; 0: no check)")),
+    "compact_maps": (("--compact-maps",), dict(default="none", choices=["none", "ablations", "all"], help="none "
+                                               "(default: exact float32 maps), ablations (Poly-CAM's ablation maps "
+                                               "as float16, chunked and gzip-compressed: ~4x smaller maps, "
+                                               "docs/outputs.md) or all (every map so); recorded in the protocol, "
+                                               "never mixed in one store")),
     "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
     "dry_run": (("--dry-run",), dict(action="store_true", help="print the model passes of each stage and an ETA "
                                      "from a short calibration of the model, then stop")),
@@ -95,6 +100,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "methods": ("methods",),
     "metrics": ("metrics",),
     "dry_run": ("dry_run",),
+    "compact": ("compact_maps",),
     "scale": ("executor", "ray_address", "workers", "shards", "shard", "threads"),
     "results": ("model", "weights", "out", "profile"),
 }
@@ -131,7 +137,8 @@ def run_config(args):
 
     kw = {k: getattr(args, k) for k in ("model", "weights", "data", "image_list", "limit", "out", "device", "profile",
                                          "seed", "batch_size", "skip_bad_images", "precision", "cache_gb",
-                                         "memory_gb", "executor", "ray_address", "workers", "shard", "threads")
+                                         "memory_gb", "executor", "ray_address", "workers", "shard", "threads",
+                                         "compact_maps")
           if hasattr(args, k)}
     return RunConfig(methods=csv_list(getattr(args, "methods", None)),
                      metrics=csv_list(getattr(args, "metrics", None)),

@@ -26,6 +26,7 @@ from benchmark.data.lists import AUTHORS_LIST
 from benchmark.data.preprocessing import preprocess
 from benchmark.data.sources import ImageSource, make_source
 from benchmark.models import ModelBundle, load_model
+from benchmark.models.loading import check_model_name
 from methods.base import load_builtin_methods
 
 from .agreement import agreement, stored_top1
@@ -133,6 +134,7 @@ class RunContext:
             raise ValueError("--cache-gb must be >= 0")
         if cfg.pass_batch_size is not None and cfg.pass_batch_size < 1:
             raise ValueError(f"pass_batch_size must be >= 1, not {cfg.pass_batch_size}")
+        check_model_name(cfg.model)  # a mistyped model is said before anything about the data
         self.source: ImageSource = make_source(cfg.data, cfg.image_list, demo_by_default=self.profile.quick)
         self.tag = model_tag(cfg.model, cfg.weights)
         self.run_dir = run_dir_of(cfg)

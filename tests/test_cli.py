@@ -97,7 +97,7 @@ def test_unknown_names_are_clear_errors(tmp_path):
 
 
 def test_vgg16_without_weights_fails_with_the_remedy(tmp_path):
-    res = run_cli("run", "--model", "vgg16", "--out", tmp_path, "--limit", "1", "--no-progress",
+    res = run_cli("run", "--model", "vgg16", "--data", "demo", "--out", tmp_path, "--limit", "1", "--no-progress",
                   env={"TORCH_HOME": str(tmp_path / "hub")})
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "--weights FILE" in res.stderr and "vgg16-397923af.pth" in res.stderr

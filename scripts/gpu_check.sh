@@ -45,7 +45,7 @@ if [ -n "$wheels" ]; then
   # no network: every wheel from the folder, none of their dependencies fetched (the folder holds what is missing)
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$out/site" \
       "$wheels"/*.whl >"$out/logs/wheels.log" 2>&1 || { echo "installing the wheels of $wheels failed: $out/logs/wheels.log" >&2; exit 2; }
-  export PYTHONPATH="$PYTHONPATH:$out/site"
+  export PYTHONPATH="$PYTHONPATH:$out/site" GPU_CHECK_WHEELS="$wheels"  # the env step lists what imports
 fi
 
 flags=(--out "$out" --device "$device")

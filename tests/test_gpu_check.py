@@ -1,5 +1,6 @@
 """scripts/gpu_check.sh end to end on the CPU (``--tiny``): the real shell script, each step in its own process,
-the JSON it writes, the paper-run ETA recomputed from its rows, and the precision drift.
+a wheel folder installed without network (``--wheels``), the JSON it writes, the paper-run ETA recomputed from its
+rows, and the precision drift.
 
 The budget is large so that no step meets its timeout on a busy machine: no timing is asserted, only that every
 figure the GPU run needs is there and consistent."""
@@ -23,10 +24,32 @@ def _run(*args, timeout=3 * 3600):
                           timeout=timeout)
 
 
+def _probe_wheel(folder):
+    """A real (tiny) wheel file, standing for the dependencies a GPU machine without network gets as files."""
+    import base64
+    import hashlib
+    import zipfile
+
+    name, ver = "gpucheck_probe", "0.1"
+    info = f"{name}-{ver}.dist-info"
+    files = {f"{name}/__init__.py": b"VALUE = 42\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},"
+                     f"{len(d)}\n" for p, d in files.items()) + f"{info}/RECORD,,\n"
+    files[f"{info}/RECORD"] = record.encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / f"{name}-{ver}-py3-none-any.whl", "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
-    proc = _run(out, "--device", "cpu", "--tiny", "--budget-s", 3000)
+    wheels = _probe_wheel(tmp_path_factory.mktemp("wheels"))
+    proc = _run(out, "--wheels", wheels, "--device", "cpu", "--tiny", "--budget-s", 3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc, json.loads((out / "gpu_check.json").read_text())
 
@@ -43,6 +66,9 @@ def test_every_step_ran_and_left_its_log(check):
     assert steps["env"]["device"] == "cpu" and "torch" in steps["env"]
     assert "cudnn.allow_tf32" in steps["env"]["tf32_defaults_before_the_harness"]
     assert "| efficientnet_lite0 | fp32 | 8 |" in data["summary"]["markdown"]
+    # --wheels: installed without network into OUT/site, and every step's Python finds it
+    assert (out / "site" / "gpucheck_probe" / "__init__.py").read_text() == "VALUE = 42\n"
+    assert steps["env"]["wheels"]["installed"] == {"gpucheck_probe": "0.1"}
 
 
 def test_items_report_cold_and_steady_state_apart(check):

@@ -390,7 +390,7 @@ def significance_figure(comparison: dict, path: Path, model: str, metric: str, h
     lo, hi = c["rank_ci"][0][order], c["rank_ci"][1][order]
     ax_r.errorbar(rank, y, xerr=[rank - lo, hi - rank], fmt="o", color="tab:blue", capsize=3, ms=5)
     ax_r.set_yticks(y, [ms[j] for j in order], fontsize=8)
-    ax_r.set_xlabel("mean rank over images (1 = best, left), 95 % bootstrap interval", fontsize=8)
+    ax_r.set_xlabel("mean rank over images (1 = best, left),\n95 % bootstrap interval", fontsize=8)
     pad = 0.05 * len(order)  # left = better, as on the right panel; the ranks' range, within 1..k
     ax_r.set_xlim(max(0.7, np.nanmin(lo) - pad), min(len(order) + 0.3, np.nanmax(hi) + pad))
     ax_r.grid(alpha=0.3)
@@ -412,7 +412,7 @@ def significance_figure(comparison: dict, path: Path, model: str, metric: str, h
         ax_d.annotate(f"Holm p={c['p_holm'][q]:.2g}", (g_hi, yy), xytext=(5, -3), textcoords="offset points",
                       fontsize=7, color=colour)
     ax_d.set_xlabel(f"behind the best ({'best - method' if higher_is_better else 'method - best'}), paired 95 % "
-                    "bootstrap interval; red: worse (Holm p < {:g}), grey: not distinguishable".format(c["alpha"]),
+                    "bootstrap interval;\nred: worse (Holm p < {:g}), grey: not distinguishable".format(c["alpha"]),
                     fontsize=8)
     ax_d.grid(alpha=0.3)
     ax_d.margins(x=0.25)

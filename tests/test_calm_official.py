@@ -14,12 +14,12 @@ from torch import nn
 
 from benchmark.data.sources import ImageSource
 from benchmark.models.bundle import ModelBundle
-from benchmark.models.calm import CalmBundle, CalmMethodWarning, CalmNet, calm_loss, init_heads
+from benchmark.models.calm import CalmMethodWarning, CalmNet, calm_loss, init_heads
 from methods.base import Method
 from methods.calm import normalize_map, score_maps
 from runners.calm_protocol import CUE_CHOICES, RC_CHOICES, image_tensor, resolve
 from runners.calm_synthetic import small_trunk
-from tests.test_calm import authors_resnet50_state_dict, hand_case, make_fake_cub
+from tests.test_calm import authors_resnet50_state_dict, hand_case, make_fake_cub, small_bundle
 
 # ------------------------------------------------------------------------------------------------ fixtures
 
@@ -276,7 +276,7 @@ def test_cue_histograms_accumulated_versus_reset_on_the_fake_cub(tmp_path):
     from runners.cue_localization import cue_localization, pair_scores
 
     make_fake_cub(tmp_path)
-    model = small_calm_bundle()
+    model = small_bundle()
     method = make_method("calm_em")
     calm = resolve(CUE_CHOICES, "calm", test_images="split")
     acc = cue_localization(model, method, tmp_path, protocol=calm, batch_size=4)
@@ -407,7 +407,7 @@ def test_cam_baseline_loss_forward_and_map_by_hand():
     assert calm_loss("cam", f, a * 0 + 5, torch.tensor([0])) == calm_loss("cam", f, a, torch.tensor([0]))  # no cue
     from methods import NotApplicable, make_method
 
-    b = small_calm_bundle("cam")
+    b = small_bundle("cam")
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         s = b.net.scores(x)
@@ -443,7 +443,7 @@ def test_superclass_and_vanilla_saliency_maps_as_the_reference():
     """The reference's get_cam: vanilla-saliency = sum_c minmax(f_c); <m>-superclass = sum over the superclass of
     the maps (minmax(f_c) for vanilla); -mean divides by its size. Groups {0, 1} and {2, 3} of a 4-class model,
     checked against the reference's loops re-implemented naively."""
-    b = small_calm_bundle(classes=4)
+    b = small_bundle(classes=4)
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         s = b.net.scores(x)
@@ -508,16 +508,6 @@ def test_inception_v3_backbone_uses_mixed_6e_and_loads_the_authors_layout(tmp_pa
 
 
 # end to end -------------------------------------------------------------------------------------------------
-
-def small_calm_bundle(loss="em", classes=3, seed=0):
-    torch.manual_seed(seed)
-    net = CalmNet(small_trunk(8), 16, classes, loss, "small").eval()
-    with torch.no_grad():
-        net.attention[0].weight.normal_(0, 0.3)
-    return CalmBundle(name=f"calm_{loss}_small", net=net, mean=(0.5,) * 3, std=(0.5,) * 3, weights="random",
-                      weights_sha256=None, layer_sets={"auto": ["backbone.3", "backbone"]}, polycam_preset="auto",
-                      num_classes=classes, calm={"loss": loss})
-
 
 def test_remove_classify_command_and_table(tmp_path, photo_folder):
     """remove-classify under the calm protocol on three photos (labels in a file), and under the harness protocol,

@@ -84,9 +84,8 @@ import torch
 from benchmark.core import precision as precision_mod
 from benchmark.core.passes import predict
 from methods.base import NotApplicable, make_method
-from metrics.randomisation import spearman
 from runners.context import RunContext
-from runners.drift import max_rel_diff
+from runners.drift import compare_maps
 from runners.factory import build_method, build_metric
 from runners.provenance import environment
 
@@ -230,13 +229,8 @@ def precision_drift(model, x, targets, size: int, precision: str, methods: dict,
                 values = {m.id: m.compute(model, x, maps, targets)["value"].float().cpu().numpy()
                           for m, _e, _m in metric_objs if not m.needs_method}
             runs[prec] = (maps.cpu().numpy().astype(np.float64), values)
-        a, b = runs["fp32"][0], runs[precision][0]
-        rho = [spearman(a[i], b[i]) for i in range(a.shape[0])]
-        row = {"method": mid, "precision": precision, "images": int(a.shape[0]),
-               "map_max_abs_diff": float(np.abs(a - b).max()), "map_mean_abs_diff": float(np.abs(a - b).mean()),
-               "map_max_rel_diff": max_rel_diff(a, b),
-               "spearman_min": float(np.nanmin(rho)) if not np.isnan(rho).all() else None,
-               "spearman_mean": float(np.nanmean(rho)) if not np.isnan(rho).all() else None, "metrics": {}}
+        row = {"method": mid, "precision": precision, **compare_maps(runs["fp32"][0], runs[precision][0]),
+               "metrics": {}}
         for key, va in runs["fp32"][1].items():
             vb = runs[precision][1][key]
             row["metrics"][key] = {"fp32": float(va.mean()), precision: float(vb.mean()),

@@ -12,12 +12,13 @@ where ``AUC_p`` is the stored value (maps and passes at precision p) and ``AUC_3
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from benchmark.core.atomic import write_text
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -117,9 +118,7 @@ def check_drift(ctx: "RunContext", n_images: int = DEFAULT_DRIFT_IMAGES) -> Path
     data = {"precision": ctx.precision, "reference": "fp32", "images_asked": n_images, "methods": out,
             "seconds": time.perf_counter() - t0, "definition": __doc__.split("\n\n", 1)[1].strip()}
     path = ctx.run_dir / DRIFT_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1))
     return path
 
 

@@ -51,6 +51,7 @@ from pathlib import Path
 T_START = time.perf_counter()
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from benchmark.core.atomic import write_text  # noqa: E402  (after the repository is on the path)
 
 SCHEMA = "benchmark-gpu-check/1"
 TARGETS = {"forward_only": 0.8, "gradient": 0.7}
@@ -80,16 +81,12 @@ class Record:
     def update(self, step: str, **fields) -> None:
         data = self.load()
         data.setdefault("steps", {}).setdefault(step, {}).update(fields)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(data, indent=1, default=str))
 
     def put(self, key: str, value) -> None:
         data = self.load()
         data[key] = value
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(data, indent=1, default=str))
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -504,9 +501,7 @@ def step_summary(args, rec: Record) -> None:
     summary = {"table": table, "drift": drift, "steps": {k: s.get("status") for k, s in steps.items()},
                "markdown": "\n".join(lines)}
     data["summary"] = summary
-    tmp = rec.path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, rec.path)
+    write_text(rec.path, json.dumps(data, indent=1, default=str))
     print(summary["markdown"])
     print("steps: " + ", ".join(f"{k} {v}" for k, v in summary["steps"].items()))
 

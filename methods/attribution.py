@@ -160,5 +160,6 @@ class Occlusion(CaptumMethod):
             perturbations_per_eval=per_image_share(self.batch_size, x.shape[0]))
 
     def cost(self, model):
-        n = occlusion_windows((3, 224, 224), tuple(self.params["window"]), tuple(self.params["stride"]))
+        side = model.input_size  # the windows depend on the run's image size
+        n = occlusion_windows((3, side, side), tuple(self.params["window"]), tuple(self.params["stride"]))
         return Cost(forward=float(n + 1))

@@ -85,7 +85,7 @@ class Method:
         """Raise :class:`NotApplicable` with the reason when the method is not defined for ``model``."""
 
     def cost(self, model) -> Cost:
-        """Model passes per image (for the cost model and the dry run)."""
+        """Model passes per image at ``model.input_size`` (for the cost model and the dry run)."""
         return Cost(backward=1.0) if self.needs_grad else Cost(forward=1.0)
 
     # -- what the harness calls --------------------------------------------------------------------------

@@ -33,9 +33,6 @@ from benchmark.models.layers import output_channels
 
 from .base import Method, MethodError, NotApplicable, register_method
 
-COST_INPUT_SIZE = 224  # input resolution assumed by cost() (the benchmark's image size)
-
-
 # ---------------------------------------------------------------------------------------------- helpers
 
 @contextlib.contextmanager
@@ -55,9 +52,9 @@ def seeded_rng(seed: int, device: torch.device):
         yield
 
 
-def layer_channels(model, layer: str, size: int = COST_INPUT_SIZE) -> int:
+def layer_channels(model, layer: str, size: int | None = None) -> int:
     """Output channels of ``layer`` (one hooked forward pass on a zero image, cached per network and layer)."""
-    return output_channels(model.net, [layer], model.device, size)[0]
+    return output_channels(model.net, [layer], model.device, size or model.input_size)[0]
 
 
 def activations_and_gradients(model, x: torch.Tensor, targets: torch.Tensor, layers: list[str]):

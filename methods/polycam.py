@@ -196,9 +196,9 @@ def resolve_layers(model, layers: Any) -> list[str]:
     return names
 
 
-def channel_counts(model, layers: list[str], size: int = 224) -> list[int]:
+def channel_counts(model, layers: list[str], size: int | None = None) -> list[int]:
     """Channels of each layer (one hooked forward pass on a zero input, cached per network and list)."""
-    return output_channels(model.net, layers, model.device, size)
+    return output_channels(model.net, layers, model.device, size or model.input_size)
 
 
 # ----------------------------------------------------------------------------------------------- methods

@@ -158,6 +158,7 @@ class RunContext:
     def model(self) -> ModelBundle:
         if self._model is None:
             self._model = load_model(self.cfg.model, self.cfg.weights, self.device, seed=self.cfg.seed)
+            self._model.input_size = self.profile.image_size
             self._bound_batch_size()
         return self._model
 

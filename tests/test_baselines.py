@@ -1,6 +1,7 @@
 """The paper's fourteen baselines: library parity, batching, the chosen library behaviours, RISE and Zoom-CAM by
 hand, and every method against a random map on a real photo with the pretrained model."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -137,6 +138,8 @@ def test_costs_per_image(toy):
     assert make_method("iscam").cost(toy) == Cost(forward=2 + 8 * 10)
     assert make_method("occlusion").cost(toy) == Cost(forward=441 + 1)  # ((224 - 64) / 8 + 1)^2 windows
     assert make_method("occlusion", quick=True).cost(toy) == Cost(forward=36 + 1)
+    small = dataclasses.replace(toy, input_size=128)  # priced at the run's image size: ((128 - 64) / 8 + 1)^2
+    assert make_method("occlusion").cost(small) == Cost(forward=81 + 1)
     assert make_method("integratedgradient").cost(toy) == Cost(backward=50)
     assert make_method("smoothgrad").cost(toy) == Cost(backward=50)
     assert make_method("smoothgradcampp").cost(toy) == Cost(forward=1, backward=4)

@@ -31,6 +31,7 @@ class ModelBundle:
     fc: str | None = None  # the Linear after global average pooling, if the head is GAP + Linear
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     num_classes: int = 1000
+    input_size: int = 224  # side of the square inputs the run feeds it (its profile's image size): costs use it
 
     @property
     def tag(self) -> str:

@@ -100,12 +100,15 @@ def test_worker_killed_mid_task_is_retried_and_resumes(ray_cluster, reference, t
     marker = ray_cluster
     ctx = _ctx(tmp_path, methods=["kill_once"], plugins=[FAULTY], executor="ray", shards=1, batch_size=1,
                threads=torch.get_num_threads())
-    res = run_sharded(ctx, ("maps", "metrics"), log=lambda *_: None)
+    said = []
+    res = run_sharded(ctx, ("maps", "metrics"), log=lambda *a: said.append(" ".join(map(str, a))))
     assert marker.exists(), "the plugin should have killed its worker"
     killed_pid = int(marker.read_text())
     assert res["errors"] == {}
+    assert not [m for m in said if "moved aside" in m]  # the killed attempt's .part store was whole
     maps = res["reports"]["maps"]
-    # the retry found the first image in the killed attempt's .part store and computed only the other two
+    # the plugin died once the first image was stored: the retry found that image in the killed attempt's .part
+    # store and computed only the other two
     assert maps.computed == {"kill_once": 2} and maps.already == {"kill_once": 1}
     man = json.loads(ShardPaths(ctx.run_dir, "maps", "kill_once", 0, 1).manifest.read_text())
     assert man["pid"] != killed_pid

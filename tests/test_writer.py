@@ -73,3 +73,27 @@ def test_depth_bounds_the_waiting_jobs():
 def test_depth_must_be_positive():
     with pytest.raises(ValueError):
         BackgroundWriter(depth=0)
+
+
+def test_wait_returns_once_every_submitted_job_has_run_and_the_writer_stays_up():
+    seen = []
+
+    def slow(k):
+        time.sleep(0.05)
+        seen.append(k)
+
+    with BackgroundWriter(depth=3) as w:
+        for i in range(3):
+            w.submit(slow, i)
+        w.wait()
+        assert seen == [0, 1, 2]  # without the wait the worker would still be sleeping in the first job
+        w.submit(seen.append, 3)  # still accepting jobs
+        w.wait()
+        assert seen == [0, 1, 2, 3]
+
+
+def test_wait_raises_the_error_of_a_job():
+    with BackgroundWriter(depth=1) as w:
+        w.submit(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            w.wait()

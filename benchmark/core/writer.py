@@ -36,14 +36,17 @@ class BackgroundWriter:
     def _work(self) -> None:
         while True:
             job = self._queue.get()
-            if job is _STOP:
-                return
-            if self._error is None:  # after a failure the remaining jobs are dropped, the error is reported
-                fn, args = job
-                try:
-                    fn(*args)
-                except BaseException as err:  # noqa: BLE001 - handed to the submitting thread
-                    self._error = err
+            try:
+                if job is _STOP:
+                    return
+                if self._error is None:  # after a failure the remaining jobs are dropped, the error is reported
+                    fn, args = job
+                    try:
+                        fn(*args)
+                    except BaseException as err:  # noqa: BLE001 - handed to the submitting thread
+                        self._error = err
+            finally:
+                self._queue.task_done()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -57,6 +60,12 @@ class BackgroundWriter:
             fn(*args)
             return
         self._queue.put((fn, args))
+
+    def wait(self) -> None:
+        """Block until every job submitted so far has run (the worker stays up); raise a job error, if any."""
+        if self._thread is not None:
+            self._queue.join()
+        self._raise()
 
     def close(self) -> None:
         """Run every submitted job, stop the worker and raise the first job error, if any."""

@@ -1,9 +1,11 @@
 """Test plugin for the scale-out tests: maps that are constant or infinite on one image, and a method whose
 process SIGKILLs itself once (a worker dying mid-task)."""
 
+import gc
 import os
 import signal
 
+from benchmark.core.writer import BackgroundWriter
 from methods import Method, register_method
 
 _CALLS: dict[str, int] = {}
@@ -38,7 +40,9 @@ class InfOnCoffee(Method):
 @register_method
 class KillOnce(Method):
     """The mean-channel map. When $KILL_ONCE_MARKER names a file that does not exist yet, the second call in a
-    process writes the process id to that file and SIGKILLs the process (the worker dies mid-task, once)."""
+    process waits until the maps of the first call are stored (every live background writer idle), writes the
+    process id to that file and SIGKILLs the process (the worker dies mid-task, once, with exactly one image
+    stored)."""
 
     id = "kill_once"
     family = "plugin"
@@ -49,6 +53,8 @@ class KillOnce(Method):
         if marker:
             _CALLS[marker] = _CALLS.get(marker, 0) + 1
             if _CALLS[marker] >= 2 and not os.path.exists(marker):
+                for writer in [o for o in gc.get_objects() if isinstance(o, BackgroundWriter)]:
+                    writer.wait()
                 with open(marker, "w") as f:
                     f.write(str(os.getpid()))
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -86,6 +86,10 @@ def test_items_report_cold_and_steady_state_apart(check):
     for kind in ("forward", "backward"):
         assert len(lim[f"{kind}_blocks_passes_per_s"]) == 3
         assert lim[f"{kind}_passes_per_s"] == max(lim[f"{kind}_blocks_passes_per_s"])
+    cold = check[2]["steps"]["items:efficientnet_lite0:fp32"]["process_cold"]
+    assert set(cold) == {"cuda_init_s", "model_load_s", "method_libraries_import_s", "tuning_s",
+                         "first_forward_pass_s", "first_backward_pass_s"}
+    assert all(v >= 0 for v in cold.values())
     row = check[2]["summary"]["table"][0]
     assert row["above_limit"] == [i["id"] for i in items if i["above_limit"]]
     by_id = {i["id"]: i for i in items}

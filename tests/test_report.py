@@ -10,7 +10,7 @@ import pytest
 from test_tables import write_curves, write_faith, write_provenance
 
 from benchmark.outputs.figures import ablation_figure, curves_figure, maps_figure, randomisation_figure
-from benchmark.outputs.tables import load_run
+from benchmark.outputs.runs import load_run
 from conftest import random_map
 
 IMAGES = ["chelsea.png", "coffee.png", "astronaut.png"]

@@ -33,16 +33,8 @@ from benchmark.data.sources import make_source  # noqa: E402
 from runners.agreement import summary as agreement_summary  # noqa: E402
 
 from .published import PAPER_LABELS  # noqa: E402
-from .tables import (  # noqa: E402
-    FLOOR_METHODS,
-    SIMILARITIES,
-    VARIANTS,
-    Run,
-    ablation_layer_count,
-    faithfulness_stats,
-    is_ablation,
-    read_randomisation,
-)
+from .runs import FLOOR_METHODS, VARIANTS, Run, ablation_layer_count, is_ablation  # noqa: E402
+from .tables import SIMILARITIES, faithfulness_stats, read_randomisation  # noqa: E402
 
 POLYCAM = ["pcamp", "pcamm", "pcampm"]
 CAM_GRADIENT = ["gradcam", "gradcampp", "smoothgradcampp", "layercam", "zoomcam"]

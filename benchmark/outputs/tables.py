@@ -32,7 +32,6 @@ model is marked ``(floor not cleared)`` in Tables 1 and 4.
 from __future__ import annotations
 
 import html
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,21 +40,26 @@ import numpy as np
 import pandas as pd
 
 from benchmark.core.atomic import write_text
-from benchmark.core.csvfiles import read_values_csv
-from runners.agreement import summary as agreement_summary
 
 from . import published as pub
 from . import significance as sig
+from .runs import (
+    FLOOR_METHODS,
+    VARIANTS,
+    Run,
+    ablation_layer_count,
+    elsewhere_hint,
+    find_runs,
+    has_runs,
+    is_ablation,
+    is_floor,
+    load_run,
+    method_label,
+)
 from .stats import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL, WILCOXON_TEXT
 
-ABLATION_RE = re.compile(r"^(pcam(p|m|pm)_(step\d+|nolnorm)|cam(p|m|pm)_l\d+)$")
-VARIANTS = {"p": "+", "m": "-", "pm": "±"}
 SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
 RANDOMISATION_COLUMNS = ("image", "method", "convention", "step", "layer") + SIMILARITIES
-MODEL_LABELS = {"vgg16": "VGG16", "resnet50": "ResNet50"}
-# The model-independent baselines of methods/baselines.py (family "baseline"; tests/test_tables.py checks the
-# registry against this list): the floor rows of the tables, never compared, ranked or marked best.
-FLOOR_METHODS = ("random_map", "centre_prior", "edge_map")
 FLOOR_TEXT = ("Floor: model-independent baselines, computed by `run` with no model pass (random_map: uniform noise "
               "seeded per image; centre_prior: a Gaussian at the image centre; edge_map: Sobel edges of the image). A "
               "method should beat them; they are left out of the best / ≈best marks, the ranks and the pairwise "
@@ -63,27 +67,6 @@ FLOOR_TEXT = ("Floor: model-independent baselines, computed by `run` with no mod
 LATEX_ESCAPES = str.maketrans({**{c: "\\" + c for c in "_%&#$"}, "<": "$<$", ">": "$>$", "±": r"$\pm$",
                                "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≈": r"$\approx$"})
 
-
-def is_floor(method: str) -> bool:
-    """True for the model-independent baselines (:data:`FLOOR_METHODS`)."""
-    return method in FLOOR_METHODS
-
-
-def method_label(method: str) -> str:
-    """The method's cell in a table: its id, with `` (floor)`` for a model-independent baseline."""
-    return f"{method} (floor)" if is_floor(method) else method
-
-
-def is_ablation(method: str) -> bool:
-    """True for the Poly-CAM ablation ids (``pcamW_stepK``, ``camW_lI``, ``pcamW_nolnorm``)."""
-    return bool(ABLATION_RE.match(method))
-
-
-def ablation_layer_count(ids) -> int:
-    """Number of Poly-CAM layers implied by ablation ids: step K means K+1 layers, camW_lI means I layers."""
-    steps = [int(m.rsplit("step", 1)[1]) for m in ids if "_step" in m]
-    layers = [int(m.rsplit("_l", 1)[1]) for m in ids if m.startswith("cam")]
-    return max([s + 1 for s in steps] + layers + [1])
 
 
 def mean_se(values) -> tuple[int, float, float]:
@@ -94,120 +77,6 @@ def mean_se(values) -> tuple[int, float, float]:
     if n == 0:
         return 0, float("nan"), float("nan")
     return n, float(v.mean()), float(v.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-
-
-# ------------------------------------------------------------------------------------------------ runs
-@dataclass
-class Run:
-    """One model folder: its tag, its CSV folder and what its provenance says."""
-
-    tag: str
-    run_dir: Path
-    provenance: dict = field(default_factory=dict)
-    csv: Path | None = None  # default: <run_dir>/csv
-    _values: dict = field(default_factory=dict, repr=False, compare=False)  # prefix -> {method: Series}
-
-    @property
-    def csv_dir(self) -> Path:
-        return Path(self.csv) if self.csv is not None else self.run_dir / "csv"
-
-    @property
-    def profile(self) -> str:
-        return self.provenance.get("protocol", {}).get("profile", {}).get("name", "unknown")
-
-    @property
-    def label(self) -> str:
-        return MODEL_LABELS.get(self.tag, self.tag)
-
-    def protocol_text(self) -> str:
-        p = self.provenance.get("protocol", {}).get("profile")
-        if not p:
-            return f"`{self.tag}`: profile unknown (no provenance.json)"
-        ins = self.provenance.get("metrics", {}).get("insertion") or self.provenance.get("metrics", {}).get("deletion")
-        insdel = (f"{ins.get('steps')} insertion/deletion steps, blur {ins.get('blur_kernel')}x"
-                  f"{ins.get('blur_kernel')} sigma {ins.get('blur_sigma')}, ") if ins else ""
-        lst = self.provenance.get("image_list_name")
-        images = (f"; images: {lst}" + (" (the Poly-CAM authors' list)" if self.provenance.get("image_list_is_authors")
-                                        else " (not the authors' list)")) if lst else "; images: the demo photos"
-        top1 = self.provenance.get("top1_agreement")
-        agree = f"; {agreement_summary(top1)}" if top1 else ""
-        return (f"`{self.tag}`: profile `{p.get('name')}` ({insdel}{p.get('image_size')} px, antialias "
-                f"{p.get('antialias')}{images}{agree})")
-
-    def polycam_layers(self) -> list[str] | None:
-        m = self.provenance.get("model", {})
-        sets, preset = m.get("layer_sets") or {}, m.get("polycam_preset")
-        return list(sets[preset]) if preset in sets else None
-
-    def _per_method(self, stem: str, read) -> dict:
-        """``{method: read(path)}`` for the files ``<stem>_<tag>_<method>.csv`` of the CSV folder."""
-        pattern = re.compile(rf"^{re.escape(stem)}_{re.escape(self.tag)}_(.+)\.csv$")
-        out = {}
-        if self.csv_dir.is_dir():
-            for path in sorted(self.csv_dir.glob(f"{stem}_*.csv")):
-                m = pattern.match(path.name)
-                if m:
-                    out[m.group(1)] = read(path)
-        return out
-
-    def curves(self, prefix: str) -> dict[str, pd.DataFrame]:
-        """``{method: per-image curves}`` from ``<prefix>_details_<tag>_<method>.csv`` files."""
-        return self._per_method(f"{prefix}_details", lambda p: pd.read_csv(p, index_col=0).astype(np.float64))
-
-    def values(self, prefix: str) -> dict[str, pd.Series]:
-        """``{method: per-image Series}`` from ``<prefix>_<tag>_<method>.csv`` files (read once per Run)."""
-        if prefix not in self._values:
-            self._values[prefix] = self._per_method(prefix, lambda p: read_values_csv(p).astype(np.float64))
-        return dict(self._values[prefix])
-
-    def ablation_aucs(self) -> tuple[dict, dict, set[str]]:
-        """(insertion values, deletion values, the Poly-CAM ablation map ids among them)."""
-        ins, dele = self.values("ins_auc"), self.values("del_auc")
-        return ins, dele, {m for m in set(ins) | set(dele) if is_ablation(m)}
-
-
-def load_run(run_dir: str | Path, tag: str | None = None) -> Run:
-    run_dir = Path(run_dir)
-    prov_path = run_dir / "provenance.json"
-    prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
-    return Run(tag or run_dir.name, run_dir, prov)
-
-
-def _model_order(tag: str) -> tuple:
-    base = tag.split("-")[0]
-    return (MODEL_LABELS.get(base) is None, list(MODEL_LABELS).index(base) if base in MODEL_LABELS else 0, tag)
-
-
-def find_runs(results_dir: str | Path) -> list[Run]:
-    """The model folders under ``results_dir`` (or ``results_dir`` itself if it is one): folders with ``csv/``.
-    The paper's models come first (VGG16, ResNet50), then the others by name."""
-    results_dir = Path(results_dir)
-    if (results_dir / "csv").is_dir():
-        return [load_run(results_dir)]
-    if not results_dir.is_dir():
-        raise FileNotFoundError(f"no results folder {results_dir}: run the benchmark first (python -m benchmark run)"
-                                + _elsewhere(results_dir))
-    runs = [load_run(d) for d in results_dir.iterdir() if (d / "csv").is_dir()]
-    return sorted(runs, key=lambda r: _model_order(r.tag))
-
-
-def _has_runs(folder: Path) -> bool:
-    try:
-        return folder.is_dir() and any((d / "csv").is_dir() for d in folder.iterdir())
-    except OSError:
-        return False
-
-
-def _elsewhere(results_dir: Path) -> str:
-    """``"; results exist in results/quick (--profile quick)"`` when folders next to the missing one (the other
-    profiles' ``results/<profile>``) hold model folders; ``""`` otherwise."""
-    parent = results_dir.parent
-    if not parent.is_dir():
-        return ""
-    found = sorted(d for d in parent.iterdir() if d != results_dir and _has_runs(d))
-    if not found:
-        return ""
-    return "; results exist in " + ", ".join(f"{d} (--profile {d.name}, or --out {d})" for d in found)
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -860,7 +729,7 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False,
     {...}}, "missing": [...], "markdown": ..., "analyses": {tag: analyse_faithfulness(...)}}``."""
     if not runs:
         raise FileNotFoundError(f"no model folder with a csv/ folder to build tables from (looked in {out_dir.parent})"
-                                + _elsewhere(out_dir.parent))
+                                + elsewhere_hint(out_dir.parent))
     from .stats import check_bootstrap
 
     check_bootstrap(seed, resamples)
@@ -913,7 +782,7 @@ def build_tables(run_dir: Path, tag: str, seed: int = DEFAULT_SEED, resamples: i
     run_dir = Path(run_dir)
     csv_dir = run_dir / "csv"
     if not csv_dir.is_dir():
-        hint = "" if _has_runs(run_dir.parent) else _elsewhere(run_dir.parent)
+        hint = "" if has_runs(run_dir.parent) else elsewhere_hint(run_dir.parent)
         raise FileNotFoundError(f"no CSV folder {csv_dir}: run the metrics stage first{hint}")
     res = build_all([load_run(run_dir, tag)], run_dir / "tables", seed=seed, resamples=resamples)
     t4 = res["tables"]["table4"]

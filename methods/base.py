@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.core.cost import Cost
+from benchmark.core.params import resolve_params
 from benchmark.core.registry import Registry
 
 
@@ -62,15 +63,9 @@ class Method:
     def __init__(self, quick: bool = False, seed: int = 0, batch_size: int = 32, **overrides: Any):
         """``quick``: the cheaper ``quick_params``; ``seed``: every random draw; ``batch_size``: model inputs per
         forward pass (the harness sets it from --batch-size or the tuned pass size); ``overrides``: parameters."""
-        params = dict(self.paper_params)
-        if quick:
-            params.update(self.quick_params)
-        unknown = set(overrides) - set(params)
-        if unknown:
-            raise MethodError(f"{self.id}: unknown parameter(s) {sorted(unknown)}; known: {sorted(params)}")
+        params = resolve_params(self.id, self.paper_params, self.quick_params, quick, overrides, MethodError)
         if int(batch_size) < 1:
             raise MethodError(f"{self.id}: batch_size must be >= 1, not {batch_size}")
-        params.update(overrides)
         self.params = params
         self.seed = seed
         self.batch_size = int(batch_size)

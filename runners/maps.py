@@ -86,9 +86,12 @@ class MapsStage:
         ctx = self.ctx
         groups = {oid: f"maps/{oid}" for oid in method.output_ids}
         for oid, group in groups.items():  # --compact-maps: float16 chunked groups (runners/store.py COMPACT)
-            store.ensure_group(group, {"map": ((ctx.profile.image_size,) * 2, "f4")},
-                               {"params": method.params, "method": method.describe(), "produced_by": method.id,
-                                **ctx.map_storage(oid)}, check=["params", "storage"])
+            restarted = store.ensure_group(group, {"map": ((ctx.profile.image_size,) * 2, "f4")},
+                                           {"params": method.params, "method": method.describe(),
+                                            "produced_by": method.id, **ctx.map_storage(oid)},
+                                           check=["params", "storage"])
+            if restarted:
+                report.restarted.append(restarted)
         missing = np.zeros(len(store.names), bool)
         for group in groups.values():
             store.verify(group, usable)  # stored maps failing their checksum are marked corrupt: computed again

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 class StageReport:
     """Per key (a method id, or ``<metric>/<map id>``): images computed, already stored, failed (with reasons),
     seconds; keys not applicable (with reasons); ``produced``: every map id the stage covered (variants too);
-    ``corrupt_maps``: stored maps found failing their checksum while scoring (marked to be computed again)."""
+    ``corrupt_maps``: stored maps found failing their checksum while scoring (marked to be computed again);
+    ``restarted``: groups whose parameters changed while they held no finished map, started again."""
 
     computed: dict[str, int] = field(default_factory=dict)
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -18,6 +19,7 @@ class StageReport:
     produced: list[str] = field(default_factory=list)
     already: dict[str, int] = field(default_factory=dict)
     corrupt_maps: dict[str, list[str]] = field(default_factory=dict)  # map id -> images whose map failed its CRC
+    restarted: list[str] = field(default_factory=list)  # groups that held no finished row, started again
 
     def start(self, key: str, already: int = 0) -> None:
         self.computed.setdefault(key, 0)

@@ -223,8 +223,12 @@ class H5Store:
         return sorted(k for k, v in self.f[prefix].items() if isinstance(v, h5py.Group) and "status" in v)
 
     def ensure_group(self, group: str, arrays: dict[str, tuple[tuple[int, ...], str]], attrs: dict,
-                     check: Sequence[str] = ()) -> None:
+                     check: Sequence[str] = ()) -> str | None:
         """Create ``group`` with per-image ``arrays`` {name: (shape after N, dtype)}, or check its attributes.
+
+        An existing group whose attributes named in ``check`` differ is refused while it holds a finished row; one
+        that holds none (every row to do or failed, e.g. parameters that failed on every image) is started again
+        with the new attributes, and the return value says so (otherwise None): no result is lost.
 
         With ``attrs["storage"] == COMPACT`` the maps are stored compactly (module docstring). A ``storage`` named
         in ``check`` is compared even where one side has none (the default layout): a group is never continued in
@@ -234,17 +238,26 @@ class H5Store:
         before HDF5 changes anything. A group left incomplete by an older version (no ``status``) is rebuilt."""
         compact = is_compact(attrs)
         n = len(self.names)
+        restarted = None
         if self.has_group(group):
             g = self.f[group]
             for key in check:
                 old, new = g.attrs.get(key), _json(attrs.get(key))
-                if key == "storage" and (old or _json(None)) != new:
+                differs = (old or _json(None)) != new if key == "storage" else old is not None and old != new
+                if not differs:
+                    continue
+                if not (self.status(group) == DONE).any():
+                    restarted = (f"{group} held no finished row ({key} stored: {old}); started again with {key} "
+                                 f"{new}")
+                    break
+                if key == "storage":
                     raise StoreError(f"{group} in {self.path} was stored with --compact-maps layout {old or 'none'} "
                                      f"(asked: {new if compact else 'none'}); continue it with the same "
                                      "--compact-maps, or use another --out folder.")
-                if old is not None and old != new:
-                    raise StoreError(f"{group} in {self.path} was computed with different {key}:\n  stored: {old}\n"
-                                     f"  asked:  {new}\nUse another --out folder, or delete that group.")
+                raise StoreError(f"{group} in {self.path} was computed with different {key}:\n  stored: {old}\n"
+                                 f"  asked:  {new}\nUse another --out folder, or delete that group.")
+        if self.has_group(group) and restarted is None:
+            g = self.f[group]
             if is_compact(g.attrs):  # chunks are allocated when written: reserve the rows still to do
                 todo = int((self.status(group) != DONE).sum())
                 if todo:
@@ -278,6 +291,7 @@ class H5Store:
         status = _create_array(g, "status", (n,), np.uint8)
         status[...] = TODO  # last: a group exists (has_group) only once complete
         self.f.flush()
+        return restarted
 
     def _row_bytes(self, g: h5py.Group) -> int:
         """Upper bound of the bytes one row of a compact group's chunked arrays takes on disk."""

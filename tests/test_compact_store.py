@@ -154,8 +154,9 @@ def test_continue_with_another_setting_is_refused(compact_run, capsys, tmp_path)
     # the same setting continues: nothing to compute
     code, _, err = cli(capsys, "maps", *CLI, "--compact-maps", "all", "--out", compact_run)
     assert code == 0, err
-    with H5Store(tmp_path / "g.h5", NAMES, {"protocol": {}}) as st:  # a group never changes layout either
-        st.ensure_group("maps/a", {"map": ((4, 4), "f4")}, {"params": {}}, check=["params", "storage"])
+    with H5Store(tmp_path / "g.h5", NAMES, {"protocol": {}}) as st:  # a group with a finished map never changes
+        st.ensure_group("maps/a", {"map": ((4, 4), "f4")}, {"params": {}}, check=["params", "storage"])  # layout
+        st.write("maps/a", [0], map=np.ones((1, 4, 4), np.float32))
         with pytest.raises(StoreError, match="--compact-maps"):
             st.ensure_group("maps/a", {"map": ((4, 4), "f4")}, {"params": {}, "storage": COMPACT},
                             check=["params", "storage"])

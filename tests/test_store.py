@@ -38,6 +38,7 @@ def test_refuses_other_list_other_protocol_and_other_params(tmp_path):
     path = tmp_path / "maps.h5"
     with H5Store(path, NAMES, {"protocol": {"profile": "quick"}}, check_attrs=["protocol"]) as s:
         s.ensure_group("maps/m", {"map": ((4, 4), "f4")}, {"params": {"k": 1}}, check=["params"])
+        s.write("maps/m", [1], map=np.ones((1, 4, 4), np.float32))
     with pytest.raises(StoreError, match="another image list"):
         H5Store(path, NAMES[:2], {"protocol": {"profile": "quick"}})
     with pytest.raises(StoreError, match="different protocol"):
@@ -45,7 +46,25 @@ def test_refuses_other_list_other_protocol_and_other_params(tmp_path):
     with H5Store(path, NAMES, {"protocol": {"profile": "quick"}}, check_attrs=["protocol"]) as s:
         with pytest.raises(StoreError, match="different params"):
             s.ensure_group("maps/m", {"map": ((4, 4), "f4")}, {"params": {"k": 2}}, check=["params"])
-        assert s.status("maps/m").tolist() == [TODO] * 3
+        assert s.status("maps/m").tolist() == [TODO, DONE, TODO]  # the finished map is kept
+        assert s.group_attrs("maps/m")["params"] == {"k": 1}
+
+
+def test_a_group_without_a_finished_row_takes_new_params(tmp_path):
+    """Parameters that failed on every image (or never ran) left no result: the group starts again with the new
+    ones, its failure records cleared, and the caller is told."""
+    path = tmp_path / "maps.h5"
+    with H5Store(path, NAMES, {}) as s:
+        assert s.ensure_group("maps/m", {"map": ((4, 4), "f4")}, {"params": {"k": 1}}, check=["params"]) is None
+        s.fail("maps/m", 0, "MethodError: k must be >= 2")
+        said = s.ensure_group("maps/m", {"map": ((4, 4), "f4")}, {"params": {"k": 2}}, check=["params"])
+        assert said == 'maps/m held no finished row (params stored: {"k": 1}); started again with params {"k": 2}'
+        assert s.status("maps/m").tolist() == [TODO] * 3 and s.errors("maps/m") == {}
+        assert s.group_attrs("maps/m")["params"] == {"k": 2}
+        s.write("maps/m", [2], map=np.ones((1, 4, 4), np.float32))
+    with H5Store(path, NAMES, {}, mode="r") as s:  # the new group is whole on disk
+        assert s.status("maps/m").tolist() == [TODO, TODO, DONE]
+        assert np.array_equal(s.read("maps/m", "map", [2]), np.ones((1, 4, 4), np.float32))
 
 
 def test_second_writer_is_refused_with_a_clear_message(tmp_path):

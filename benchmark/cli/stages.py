@@ -22,6 +22,8 @@ def print_report(report, stage: str) -> None:
     print(f"{stage}:\n" + "\n".join(report.lines()))
     for key, reason in report.not_applicable.items():
         print(f"  not applicable: {key}: {reason}")
+    for note in report.restarted:
+        print(f"  {note}")
 
 
 def print_failures(report, what: str) -> None:

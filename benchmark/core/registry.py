@@ -60,6 +60,8 @@ def import_plugin(spec: str):
             raise ImportError(f"plugin file {spec} does not exist")
         name = f"benchmark_plugin_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}"
         mod_spec = importlib.util.spec_from_file_location(name, path)
+        if mod_spec is None or mod_spec.loader is None:
+            raise ImportError(f"plugin {spec} is not a Python file (give a .py file or a module name)")
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules[name] = module
         try:

@@ -1,0 +1,66 @@
+"""The parameters of a method or a metric: its paper values, its quick values, then the caller's overrides, each
+override checked against the type of the value it replaces before anything runs or is stored.
+
+Type rules (the default's type decides; JSON gives ``--set`` values their type):
+
+- ``bool``: ``true`` / ``false`` only;
+- ``int``: an integer (``8``; ``8.0`` and ``true`` are refused);
+- ``float``: any finite number, stored as a float (``2`` becomes ``2.0``, so ``--set x.std=2`` and ``x.std=2.0``
+  are the same parameters);
+- ``str``: a string; ``list``: a list, whose items have the type of the default's first item;
+- ``None``: anything (the parameter has no default type).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_value(owner: str, name: str, default: Any, value: Any, error: type[Exception]) -> Any:
+    """``value`` as parameter ``name`` of ``owner`` (replacing ``default``), or ``error`` saying what is expected."""
+    where = f"{owner}: parameter {name!r}"
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise error(f"{where} takes true or false, not {_describe(value)}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise error(f"{where} takes an integer (default {default}), not {_describe(value)}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise error(f"{where} takes a finite number (default {default}), not {_describe(value)}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise error(f"{where} takes a string (default {default!r}), not {_describe(value)}")
+        return value
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise error(f"{where} takes a list (default {list(default)}), not {_describe(value)}")
+        if default:
+            return [check_value(owner, f"{name}[{i}]", default[0], v, error) for i, v in enumerate(value)]
+        return list(value)
+    return value
+
+
+def resolve_params(owner: str, paper: dict, quick_params: dict, quick: bool, overrides: dict,
+                   error: type[Exception]) -> dict:
+    """``paper``, updated by ``quick_params`` when ``quick``, then by the checked ``overrides``; an unknown name
+    or a value of the wrong type raises ``error`` naming the parameter and what it takes."""
+    params = dict(paper)
+    if quick:
+        params.update(quick_params)
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise error(f"{owner}: unknown parameter(s) {sorted(unknown)}; known: {sorted(params)}")
+    for name, value in overrides.items():
+        params[name] = check_value(owner, name, params[name], value, error)
+    return params

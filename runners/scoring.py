@@ -134,9 +134,11 @@ class MetricsStage:
         arrays = {"value": ((), "f8")}
         if metric.has_curve:
             arrays["curve"] = ((metric.curve_length,), "f4")
-        store.ensure_group(key, arrays, {"params": metric.params, "metric": metric.describe(),
-                                         "map_params": maps.group_attrs(f"maps/{mid}").get("params")},
-                           check=["params", "map_params"])
+        restarted = store.ensure_group(key, arrays, {"params": metric.params, "metric": metric.describe(),
+                                                     "map_params": maps.group_attrs(f"maps/{mid}").get("params")},
+                                       check=["params", "map_params"])
+        if restarted:
+            report.restarted.append(restarted)
         store.verify(key, usable)  # values failing their checksum are marked corrupt: computed again below
         mst, st = maps.status(f"maps/{mid}"), store.status(key)
         report.computed[key], report.failed[key] = 0, {}

@@ -78,13 +78,20 @@ def test_parameters_that_failed_on_every_image_can_be_replaced(tmp_path):
     """rise.n_masks=0 fails on each image (RISE needs at least one mask); the same folder then takes n_masks=8:
     the group held no finished map, so it starts again and says so."""
     args = ["maps", *LITE, "--methods", "rise", "--limit", "2", "--out", tmp_path]
+    scoring = ["metrics", *LITE, "--metrics", "insertion", "--limit", "2", "--out", tmp_path]
     bad = run_cli(*args, "--set", "rise.n_masks=0")
     assert bad.returncode == 1 and "rise: 0 computed, 0 already stored, 2 failed" in bad.stdout
+    unscored = run_cli(*scoring)  # an insertion group for the failed maps: no value in it either
+    assert "insertion/rise: 0 computed, 0 already stored, 2 failed" in unscored.stdout
     good = run_cli(*args, "--set", "rise.n_masks=8")
     assert good.returncode == 0, good.stderr
     assert "rise: 2 computed, 0 already stored, 0 failed" in good.stdout
     assert 'maps/rise held no finished row (params stored: {"n_masks": 0, "p1": 0.1, "s": 8}); started again' in \
         good.stdout
+    scored = run_cli(*scoring)  # the insertion group was made for the old maps: it starts again too
+    assert scored.returncode == 0, scored.stderr
+    assert "insertion/rise: 2 computed, 0 already stored, 0 failed" in scored.stdout
+    assert "insertion/rise held no finished row (map_params stored: " in scored.stdout
     again = run_cli(*args, "--set", "rise.n_masks=16")  # now it holds maps: another value is refused
     assert again.returncode == 2 and "different params" in again.stderr
 

@@ -97,7 +97,7 @@ def erased_correct(net: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, t
 def ratios_from_curves(curves, ks=ERASE_K) -> dict[float, float]:
     """{k: sum topk-correct / sum random-correct} from stored [N, 2K] curves (NaN when no random-erased image
     is classified correctly)."""
-    c = torch.as_tensor(curves, dtype=torch.float64)
+    c = torch.tensor(np.array(curves, dtype=np.float64))  # a copy: the curves may be a read-only pandas view
     if c.ndim != 2 or c.shape[1] != 2 * len(ks):
         raise MetricError(f"remove-and-classify curves must be [N, {2 * len(ks)}], not {tuple(c.shape)}")
     top, rnd = c[:, : len(ks)].sum(0), c[:, len(ks):].sum(0)

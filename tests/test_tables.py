@@ -255,6 +255,39 @@ def test_tables_command_all_models_and_one_model(results, capsys):
     assert "no results folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name, text, says", [
+    ("ins_auc_vgg16_gradcam.csv", ",0\na.JPEG,0.1\nb.JPEG,abc\n",
+     "the value 'abc' of 'b.JPEG' (column '0') is not a number"),
+    ("del_auc_vgg16_pcampm.csv", "\x00\x01garbage", "has no value column"),
+])
+def test_a_damaged_values_csv_is_named_with_the_remedy(results, capsys, name, text, says):
+    """A values CSV that cannot be read as its name says stops `tables` with its path, the first bad value and how
+    to write it again: never a traceback, never a table quietly without that method."""
+    path = results / "vgg16" / "csv" / name
+    path.write_text(text)
+    assert main(["tables", "--model", "vgg16", "--profile", "quick", "--out", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}" in err and says in err and "Traceback" not in err
+    assert "written again from metrics.h5 by `python -m benchmark metrics`" in err
+
+
+def test_a_damaged_curves_csv_is_named_in_the_report(results, capsys):
+    """The curves feed only a figure: the report is still written and says why that figure is not drawn."""
+    run = results / "vgg16"
+    write_curves(run / "csv" / "ins_details_vgg16_gradcam.csv", {"a.JPEG": [0.1, 0.2], "b.JPEG": [0.3, 0.4]})
+    assert main(["report", "--model", "vgg16", "--profile", "quick", "--out", str(results)]) == 0
+    assert (run / "figures" / "curves_vgg16.png").exists()
+    path = run / "csv" / "ins_details_vgg16_gradcam.csv"
+    path.write_text(",0,1\na.JPEG,0.1,0.2\nb.JPEG,0.3,nope\n")
+    assert main(["report", "--model", "vgg16", "--profile", "quick", "--out", str(results)]) == 0
+    report = (run / "report.md").read_text()
+    assert (f"vgg16: curves figure not drawn (could not be drawn: CSVFileError: {path}: the value 'nope' of "
+            "'b.JPEG' (column '1') is not a number") in report
+    # the figure of the earlier report showed curves that are no longer those of the CSV files
+    assert "; the older curves_vgg16.png was removed" in report
+    assert not (run / "figures" / "curves_vgg16.png").exists()
+
+
 # ------------------------------------------------------------------------------------------ floor, symbols, words
 def test_floor_rows_at_the_bottom_never_compared(results):
     """The model-independent baselines are the floor: last rows, labelled, out of the comparisons and marks; a

@@ -39,6 +39,37 @@ def write_curves(path: Path, names: list[str], curves: np.ndarray) -> Path:
     return write_frame(pd.DataFrame(np.asarray(curves).astype(np.float64), index=names), path)
 
 
+REWRITE = "a results folder's CSV files are written again from metrics.h5 by `python -m benchmark metrics`"
+
+
+class CSVFileError(ValueError):
+    """A CSV file that cannot be read as the format its name says; the message names the file and the reason."""
+
+
+def _read_numeric(path: Path, layout: str) -> pd.DataFrame:
+    """The CSV at ``path`` (first column: image names) as float64, or :class:`CSVFileError` naming the file and
+    the first value that is not a number."""
+    try:
+        df = pd.read_csv(path, index_col=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
+        raise CSVFileError(f"{path} is not a {layout} CSV ({type(err).__name__}: {str(err).strip()}); "
+                           f"{REWRITE}") from None
+    if df.shape[1] < 1:
+        raise CSVFileError(f"{path} has no value column (expected a {layout} CSV); {REWRITE}")
+    num = df.apply(pd.to_numeric, errors="coerce")
+    bad = num.isna() & df.notna()
+    if bad.to_numpy().any():
+        row, col = np.argwhere(bad.to_numpy())[0]
+        raise CSVFileError(f"{path}: the value {df.iat[row, col]!r} of {df.index[row]!r} (column {df.columns[col]!r})"
+                           f" is not a number; {REWRITE}")
+    return num.astype(np.float64)
+
+
 def read_values_csv(path: Path) -> pd.Series:
-    """Read a ``,0`` CSV (ours or the reference code's) as a Series indexed by image name."""
-    return pd.read_csv(path, index_col=0).iloc[:, 0]
+    """Read a ``,0`` CSV (ours or the reference code's) as a float64 Series indexed by image name."""
+    return _read_numeric(path, "values (header ',0', rows 'name,value')").iloc[:, 0]
+
+
+def read_curves_csv(path: Path) -> pd.DataFrame:
+    """Read a ``,0,1,...,S-1`` curves CSV as a float64 [images, S] DataFrame indexed by image name."""
+    return _read_numeric(path, "curves (header ',0,1,...', one row of scores per image)")

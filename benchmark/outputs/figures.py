@@ -25,7 +25,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from benchmark.core.atomic import atomic_write  # noqa: E402
 from benchmark.data.preprocessing import preprocess  # noqa: E402
@@ -60,16 +59,6 @@ MAP_COLUMNS = 8  # panels per row of the maps figure (the image and its maps, wr
 SIGNED_CLIP = 99.5  # a signed map is drawn in [-a, a], a = this percentile of |map|
 LABELS = {m: lab.replace(" (ours)", "") for m, lab in PAPER_LABELS.items()}  # the paper's names
 LABELS.update({m: f"{m} (floor)" for m in FLOOR})
-
-
-def read_curves(run: Run, prefix: str) -> dict[str, pd.DataFrame]:
-    """``{method: [images, S] DataFrame}`` from ``<prefix>_details_<tag>_<method>.csv``."""
-    pattern = f"{prefix}_details_{run.tag}_"
-    out = {}
-    for path in sorted(run.csv_dir.glob(f"{pattern}*.csv")):
-        method = path.name[len(pattern):-4]
-        out[method] = pd.read_csv(path, index_col=0).astype(np.float64)
-    return out
 
 
 def _save(fig, path: Path) -> Path:
@@ -113,7 +102,7 @@ def _curve_label(curves: dict, m: str, reference: bool) -> str:
 def curves_figure(run: Run, path: Path) -> Path | None:
     """Mean insertion (left) and deletion (right) curves, one row per method group (at most :data:`MAX_LINES`
     curves per panel), one legend per row outside the axes with each method's mean AUCs."""
-    curves = {"insertion": read_curves(run, "ins"), "deletion": read_curves(run, "del")}
+    curves = {"insertion": run.curves("ins"), "deletion": run.curves("del")}
     found = {m for c in curves.values() for m in c if not is_ablation(m)}
     if not found:
         return None
@@ -416,6 +405,14 @@ def significance_figure(comparison: dict, path: Path, model: str, metric: str, h
     return _save(fig, path)
 
 
+def _drop_stale(path: Path) -> str:
+    """Remove a figure an earlier report drew from inputs that have changed since; say so (or ``""``)."""
+    if not path.exists():
+        return ""
+    path.unlink()
+    return f"; the older {path.name} was removed"
+
+
 def run_figures(run: Run, out_dir: Path, n_images: int = 4) -> tuple[dict[str, Path], list[str]]:
     """Draw every figure the stored results of one model allow. Returns ({name: png}, notes on what is missing)."""
     out_dir = Path(out_dir)
@@ -424,20 +421,24 @@ def run_figures(run: Run, out_dir: Path, n_images: int = 4) -> tuple[dict[str, P
             ("ablation", lambda p: ablation_figure(run, p), "no Poly-CAM ablation CSVs"),
             ("randomisation", lambda p: randomisation_figure(run, p), f"no randomisation_{run.tag}.csv")]
     for name, draw, why in jobs:
+        target = out_dir / f"{name}_{run.tag}.png"
         try:
-            p = draw(out_dir / f"{name}_{run.tag}.png")
+            p = draw(target)
         except Exception as err:  # one broken input must not hide the other figures
             p, why = None, f"could not be drawn: {type(err).__name__}: {err}"
         if p is None:
-            notes.append(f"{run.tag}: {name} figure not drawn ({why})")
+            notes.append(f"{run.tag}: {name} figure not drawn ({why}){_drop_stale(target)}")
         else:
             figs[name] = p
+    target = out_dir / f"maps_{run.tag}.png"
     try:
-        p, note = maps_figure(run, out_dir / f"maps_{run.tag}.png", n_images=n_images)
+        p, note = maps_figure(run, target, n_images=n_images)
     except Exception as err:
         p, note = None, f"{run.tag}: maps figure could not be drawn: {type(err).__name__}: {err}"
     if p is not None:
         figs["maps"] = p
+    elif note:
+        note += _drop_stale(target)
     if note:
         notes.append(note if note.startswith(run.tag) else f"{run.tag}: {note}")
     return figs, notes

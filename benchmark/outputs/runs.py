@@ -12,10 +12,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from benchmark.core.csvfiles import read_values_csv
+from benchmark.core.csvfiles import read_curves_csv, read_values_csv
 from runners.agreement import summary as agreement_summary
 
 ABLATION_RE = re.compile(r"^(pcam(p|m|pm)_(step\d+|nolnorm)|cam(p|m|pm)_l\d+)$")
@@ -103,12 +102,12 @@ class Run:
 
     def curves(self, prefix: str) -> dict[str, pd.DataFrame]:
         """``{method: per-image curves}`` from ``<prefix>_details_<tag>_<method>.csv`` files."""
-        return self._per_method(f"{prefix}_details", lambda p: pd.read_csv(p, index_col=0).astype(np.float64))
+        return self._per_method(f"{prefix}_details", read_curves_csv)
 
     def values(self, prefix: str) -> dict[str, pd.Series]:
         """``{method: per-image Series}`` from ``<prefix>_<tag>_<method>.csv`` files (read once per Run)."""
         if prefix not in self._values:
-            self._values[prefix] = self._per_method(prefix, lambda p: read_values_csv(p).astype(np.float64))
+            self._values[prefix] = self._per_method(prefix, read_values_csv)
         return dict(self._values[prefix])
 
     def ablation_aucs(self) -> tuple[dict, dict, set[str]]:

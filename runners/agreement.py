@@ -9,11 +9,11 @@ warning with the usual causes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from benchmark.core.atomic import read_json_object
 from benchmark.data.authors import IMAGENET1K_V1, TOP1_FILES, authors_names, authors_top1
 from benchmark.data.lists import AUTHORS_LIST
 
@@ -83,7 +83,7 @@ def check_folder(run_dir: Path) -> dict:
     """:func:`agreement` of a results folder, from its ``provenance.json`` and ``maps.h5`` alone."""
     run_dir = Path(run_dir)
     try:
-        prov = json.loads((run_dir / "provenance.json").read_text())
+        prov = read_json_object(run_dir / "provenance.json")
     except (OSError, ValueError):
         return not_comparable(f"no readable provenance.json in {run_dir}")
     if not (run_dir / "maps.h5").is_file():

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.core import precision as precision_mod
-from benchmark.core.atomic import sha256_file, write_text
+from benchmark.core.atomic import read_json_object, sha256_file, write_text
 from benchmark.core.memory import bounded_batch_size
 from benchmark.core.profiles import Profile, get_profile
 from benchmark.data.imagecache import ImageCache
@@ -279,7 +279,7 @@ class RunContext:
         old = {}
         if path.exists():
             try:
-                old = json.loads(path.read_text()).get("metrics", {})
+                old = read_json_object(path).get("metrics", {})
             except (OSError, ValueError):
                 old = {}
         prov["metrics"] = {**old, **(metric_params or {})}

@@ -12,13 +12,14 @@ of another configuration (by name), moved aside, and the tasks that raised, with
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections import Counter
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from benchmark.core.atomic import read_json_object
 
 from . import shards as sh
 from . import store as store_mod
@@ -44,7 +45,7 @@ def find_run_dirs(folder: Path, depth: int = 3) -> list[Path]:
 
 def _limit(run_dir: Path) -> int | None:
     try:
-        return json.loads((run_dir / "provenance.json").read_text()).get("config", {}).get("limit")
+        return read_json_object(run_dir / "provenance.json").get("config", {}).get("limit")
     except (OSError, ValueError):
         return None
 

@@ -271,6 +271,17 @@ def test_a_damaged_values_csv_is_named_with_the_remedy(results, capsys, name, te
     assert "written again from metrics.h5 by `python -m benchmark metrics`" in err
 
 
+@pytest.mark.parametrize("text, says", [("{bad json", "is not readable JSON (Expecting property name"),
+                                         ("[1, 2]", "holds a list, not a JSON object")])
+def test_a_damaged_provenance_is_named_with_the_remedy(results, capsys, text, says):
+    path = results / "vgg16" / "provenance.json"
+    path.write_text(text)
+    assert main(["tables", "--model", "vgg16", "--profile", "quick", "--out", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path} {says}" in err and "Traceback" not in err
+    assert "every stage writes it again (e.g. `python -m benchmark metrics` on this folder)" in err
+
+
 def test_a_damaged_curves_csv_is_named_in_the_report(results, capsys):
     """The curves feed only a figure: the report is still written and says why that figure is not drawn."""
     run = results / "vgg16"

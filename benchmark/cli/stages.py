@@ -36,12 +36,11 @@ def print_failures(report, what: str) -> None:
 
 def print_agreement(ctx) -> None:
     """The run's top-1 agreement with the Poly-CAM authors (from provenance.json), loudly when it is low."""
-    import json
-
+    from benchmark.core.atomic import read_json_object
     from runners.agreement import summary
 
     try:
-        res = json.loads((ctx.run_dir / "provenance.json").read_text()).get("top1_agreement")
+        res = read_json_object(ctx.run_dir / "provenance.json").get("top1_agreement")
     except (OSError, ValueError):
         return
     if res:

@@ -1,4 +1,4 @@
-"""Atomic file writes and hashing.
+"""Atomic file writes, hashing, and JSON objects read back with errors that name the file.
 
 Every output file of the harness (CSV, JSON, Markdown, HTML, PNG, npz) is written through :func:`atomic_write`:
 to a temporary file in the same folder, flushed and fsync'ed, then renamed over the final name. A reader, or a
@@ -8,6 +8,7 @@ process killed half-way, sees either the previous complete file or the new compl
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -49,3 +50,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_json_object(path: str | os.PathLike, remedy: str = "") -> dict:
+    """The JSON object (a dict) in ``path``; ``ValueError`` naming the file, what is wrong and ``remedy`` when it
+    is not readable JSON or not an object (``OSError`` when it cannot be read at all)."""
+    path = Path(path)
+    tail = f"; {remedy}" if remedy else ""
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not readable JSON ({err}){tail}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a {type(value).__name__}, not a JSON object{tail}")
+    return value

@@ -7,18 +7,19 @@ and ``provenance.json`` (profile, protocol, model, image list, top-1 agreement).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from benchmark.core.atomic import read_json_object
 from benchmark.core.csvfiles import read_curves_csv, read_values_csv
 from runners.agreement import summary as agreement_summary
 
 ABLATION_RE = re.compile(r"^(pcam(p|m|pm)_(step\d+|nolnorm)|cam(p|m|pm)_l\d+)$")
 VARIANTS = {"p": "+", "m": "-", "pm": "±"}
+PROVENANCE_REMEDY = "every stage writes it again (e.g. `python -m benchmark metrics` on this folder)"
 MODEL_LABELS = {"vgg16": "VGG16", "resnet50": "ResNet50"}
 # The model-independent baselines of methods/baselines.py (family "baseline"; tests/test_tables.py checks the
 # registry against this list): the floor rows of the tables, never compared, ranked or marked best.
@@ -119,7 +120,7 @@ class Run:
 def load_run(run_dir: str | Path, tag: str | None = None) -> Run:
     run_dir = Path(run_dir)
     prov_path = run_dir / "provenance.json"
-    prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
+    prov = read_json_object(prov_path, PROVENANCE_REMEDY) if prov_path.exists() else {}
     return Run(tag or run_dir.name, run_dir, prov)
 
 

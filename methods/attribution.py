@@ -40,6 +40,9 @@ def reduce_channels(attr: torch.Tensor, reduction: str) -> torch.Tensor:
         raise MethodError(f"reduction must be one of {sorted(REDUCTIONS)}, not {reduction!r}") from None
 
 
+IG_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")  # captum's
+
+
 def per_image_share(batch_size: int, images: int) -> int:
     """How many perturbations / samples / steps of each image fit in one pass of ``batch_size`` inputs (>= 1)."""
     return max(1, int(batch_size) // max(1, images))
@@ -53,6 +56,9 @@ class CaptumMethod(Method):
 
     def attribute(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def check_params(self):
+        self.require("reduction", self.params["reduction"] in REDUCTIONS, f"one of {sorted(REDUCTIONS)}")
 
     def explain(self, model, x, targets):
         attr = self.attribute(model, x.detach(), targets.to(x.device))
@@ -70,6 +76,11 @@ class IntegratedGradients(CaptumMethod):
     citation = "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017"
     paper_params = {"n_steps": 50, "method": "gausslegendre", "baseline": 0.0, "reduction": "sum"}
     quick_params = {"n_steps": 8}
+
+    def check_params(self):
+        super().check_params()
+        self.require("n_steps", self.params["n_steps"] >= 1, ">= 1")
+        self.require("method", self.params["method"] in IG_RULES, f"one of {sorted(IG_RULES)}")
 
     def attribute(self, model, x, targets):
         from captum.attr import IntegratedGradients as IG
@@ -118,6 +129,11 @@ class SmoothGrad(CaptumMethod):
     paper_params = {"nt_samples": 50, "stdev": 1.0, "abs": True, "reduction": "sum"}
     quick_params = {"nt_samples": 8}
 
+    def check_params(self):
+        super().check_params()
+        self.require("nt_samples", self.params["nt_samples"] >= 1, ">= 1")
+        self.require("stdev", self.params["stdev"] >= 0, ">= 0")
+
     def attribute(self, model, x, targets):
         from captum.attr import NoiseTunnel, Saliency
 
@@ -150,6 +166,12 @@ class Occlusion(CaptumMethod):
     needs_grad = False
     paper_params = {"window": [3, 64, 64], "stride": [3, 8, 8], "baseline": 0.0, "reduction": "sum"}
     quick_params = {"stride": [3, 32, 32]}
+
+    def check_params(self):
+        super().check_params()
+        for name in ("window", "stride"):
+            v = self.params[name]
+            self.require(name, len(v) == 3 and min(v) >= 1, "3 integers >= 1 (channels, height, width)")
 
     def attribute(self, model, x, targets):
         from captum.attr import Occlusion as Occ

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.core.cost import Cost
-from benchmark.core.params import resolve_params
+from benchmark.core.params import require, resolve_params
 from benchmark.core.registry import Registry
 
 
@@ -69,6 +69,15 @@ class Method:
         self.params = params
         self.seed = seed
         self.batch_size = int(batch_size)
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Raise :class:`MethodError` for a parameter value outside its range (called when the method is built, before
+        any image; the types were checked already). Write each rule as ``self.require(name, ok, what)``."""
+
+    def require(self, name: str, ok: bool, what: str) -> None:
+        """``MethodError("<id>: parameter 'name' must be <what>, not <value>")`` unless ``ok``."""
+        require(self.id, name, self.params[name], ok, what, MethodError)
 
     # -- what a method implements ------------------------------------------------------------------------
     def explain(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:

@@ -147,12 +147,9 @@ class _Calm(Method):
     paper_params = {"score_map": "jointll", "norm": "clipping", "superclass": None}
     loss = ""
 
-    def __init__(self, quick=False, seed=0, **overrides):
-        super().__init__(quick=quick, seed=seed, **overrides)
-        if self.params["score_map"] not in SCORE_MAPS:
-            raise MethodError(f"{self.id}: score_map must be one of {SCORE_MAPS}, not {self.params['score_map']!r}")
-        if self.params["norm"] not in NORMS:
-            raise MethodError(f"{self.id}: norm must be one of {NORMS}, not {self.params['norm']!r}")
+    def check_params(self):
+        self.require("score_map", self.params["score_map"] in SCORE_MAPS, f"one of {SCORE_MAPS}")
+        self.require("norm", self.params["norm"] in NORMS, f"one of {NORMS}")
 
     def check_applicable(self, model) -> None:
         label = TRAINING_LABELS[self.loss]

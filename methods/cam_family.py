@@ -184,6 +184,9 @@ class GradCAMpp(TorchcamMethod):
     extractor_name = "GradCAMpp"
     paper_params = {"alpha": "torchcam"}
 
+    def check_params(self):
+        self.require("alpha", self.params["alpha"] in ("torchcam", "eq19"), "'torchcam' or 'eq19'")
+
     def explain(self, model, x, targets):
         alpha = self.params["alpha"]
         if alpha == "torchcam":
@@ -219,6 +222,10 @@ class SmoothGradCAMpp(TorchcamMethod):
     extractor_name = "SmoothGradCAMpp"
     paper_params = {"num_samples": 4, "std": 0.3}
 
+    def check_params(self):
+        self.require("num_samples", self.params["num_samples"] >= 1, ">= 1")
+        self.require("std", self.params["std"] >= 0, ">= 0")
+
     def extractor_kwargs(self, model):
         return {"num_samples": int(self.params["num_samples"]), "std": float(self.params["std"])}
 
@@ -234,6 +241,12 @@ class _ScoreFamily(TorchcamMethod):
 
     def samples(self) -> int:
         return 1
+
+    def check_params(self):
+        if "num_samples" in self.params:
+            self.require("num_samples", self.params["num_samples"] >= 1, ">= 1")
+        if "std" in self.params:
+            self.require("std", self.params["std"] >= 0, ">= 0")
 
     def cost(self, model):
         # the hooked forward + torchcam's clean reference forward + C masked inputs per sample
@@ -324,6 +337,10 @@ class LayerCAM(TorchcamMethod):
     needs_grad = True
     extractor_name = "LayerCAM"
     paper_params = {"scaled_layers": 3, "gamma": 2.0}
+
+    def check_params(self):
+        self.require("scaled_layers", self.params["scaled_layers"] >= 0, ">= 0")
+        self.require("gamma", self.params["gamma"] > 0, "> 0")
 
     def target_layers(self, model):
         return list(model.polycam_layers)

@@ -226,6 +226,9 @@ class _PolyCAM(Method):
                 "convolutional neural networks, 2022")
     paper_params = POLYCAM_PAPER_PARAMS  # one dict for pcamp, pcamm and pcampm: the harness compares them
     quick_params = POLYCAM_QUICK_PARAMS
+
+    def check_params(self):
+        self.require("outlier_percent", 0.0 <= self.params["outlier_percent"] < 50.0, "in [0, 50) (a percentile)")
     weightings: tuple[str, ...] = ()
     _n_layers: int = 5  # the paper's layer count until a model is seen (check_applicable / explain fix it)
 

@@ -121,6 +121,11 @@ class RISE(Method):
     paper_params = {"n_masks": 6000, "s": 8, "p1": 0.1}
     quick_params = {"n_masks": 500}
 
+    def check_params(self):
+        self.require("n_masks", self.params["n_masks"] >= 1, ">= 1")
+        self.require("s", self.params["s"] >= 2, ">= 2 (cells of the coarse grid)")
+        self.require("p1", 0.0 < self.params["p1"] <= 1.0, "in (0, 1]")
+
     def masks(self, size: tuple[int, int], device) -> RiseMasks:
         p = self.params
         return rise_masks(p["n_masks"], p["s"], p["p1"], self.seed, size, device)

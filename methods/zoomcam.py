@@ -37,6 +37,9 @@ class ZoomCAM(Method):
     needs_grad = True
     paper_params = {"layers": "preset"}
 
+    def check_params(self):
+        self.require("layers", self.params["layers"] in ("preset", "polycam"), "'preset' or 'polycam'")
+
     def layers(self, model) -> list[str]:
         choice = self.params["layers"]
         if choice == "preset":

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 
 from benchmark.core.cost import Cost
-from benchmark.core.params import resolve_params
+from benchmark.core.params import require, resolve_params
 from benchmark.core.registry import Registry
 
 CATEGORIES = ("faithfulness", "robustness", "localisation", "randomisation")
@@ -63,6 +63,15 @@ class Metric:
         self.params = params
         self.seed = seed
         self.batch_size = int(batch_size)
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Raise :class:`MetricError` for a parameter value outside its range (called when the metric is built, before
+        any image; the types were checked already). Write each rule as ``self.require(name, ok, what)``."""
+
+    def require(self, name: str, ok: bool, what: str) -> None:
+        """``MetricError("<id>: parameter 'name' must be <what>, not <value>")`` unless ``ok``."""
+        require(self.id, name, self.params[name], ok, what, MetricError)
 
     @property
     def curve_length(self) -> int:

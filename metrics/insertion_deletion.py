@@ -77,6 +77,12 @@ class _PerturbationMetric(Metric):
                 "ranking": "descending saliency, stable sort (ties in raster order), one rank per pixel",
                 "score": "softmax probability of the clean top-1 class", "auc": "mean of the curve (rectangle)"}
 
+    def check_params(self):
+        self.require("steps", self.params["steps"] >= 1, ">= 1")
+        k = self.params["blur_kernel"]
+        self.require("blur_kernel", k >= 1 and k % 2 == 1, "an odd integer >= 1")
+        self.require("blur_sigma", self.params["blur_sigma"] > 0, "> 0")
+
     @property
     def steps(self) -> int:
         return int(self.params["steps"])

@@ -97,7 +97,10 @@ def erased_correct(net: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, t
 def ratios_from_curves(curves, ks=ERASE_K) -> dict[float, float]:
     """{k: sum topk-correct / sum random-correct} from stored [N, 2K] curves (NaN when no random-erased image
     is classified correctly)."""
-    c = torch.tensor(np.array(curves, dtype=np.float64))  # a copy: the curves may be a read-only pandas view
+    if isinstance(curves, torch.Tensor):
+        c = curves.detach().to("cpu", torch.float64)
+    else:  # a copy: an array read from a CSV may be a read-only pandas view
+        c = torch.tensor(np.array(curves, dtype=np.float64))
     if c.ndim != 2 or c.shape[1] != 2 * len(ks):
         raise MetricError(f"remove-and-classify curves must be [N, {2 * len(ks)}], not {tuple(c.shape)}")
     top, rnd = c[:, : len(ks)].sum(0), c[:, len(ks):].sum(0)
@@ -119,6 +122,10 @@ class RemoveAndClassify(Metric):
                 "curve": "[topk correct (one per k), random correct (one per k)]", "value": "mean_k (topk - random)",
                 "ranking": "descending, stable (ties in raster order)",
                 "random": "randperm on a CPU generator seeded by noise_seed(seed, sha256(image), k index)"}
+
+    def check_params(self):
+        k = self.params["k"]
+        self.require("k", len(k) >= 1 and all(0 < v < 1 for v in k), "a list of fractions in (0, 1)")
 
     @property
     def ks(self) -> tuple[float, ...]:

@@ -144,6 +144,10 @@ class MaxSensitivity(Metric):
                 "seed_rule": SEED_RULE, "target": "clean top-1 (fixed for the perturbed images)",
                 "implementation": "captum.metrics.sensitivity_max; E(x) recomputed by captum"}
 
+    def check_params(self):
+        self.require("n_perturb_samples", self.params["n_perturb_samples"] >= 1, ">= 1")
+        self.require("perturb_radius", self.params["perturb_radius"] > 0, "> 0")
+
     @property
     def n_perturb(self) -> int:
         return int(self.params["n_perturb_samples"])

@@ -6,10 +6,11 @@ import math
 import pytest
 
 from benchmark.core.params import check_value, resolve_params
-from conftest import run_cli
+from conftest import REPO, run_cli
 from methods import MethodError, make_method
 from metrics.base import MetricError, make_metric
 
+FAULTY = str(REPO / "tests/plugins/faulty_methods.py")
 LITE = ["--model", "efficientnet_lite0", "--profile", "quick", "--no-progress"]
 
 
@@ -75,25 +76,53 @@ def test_a_bad_set_value_is_refused_before_any_store_is_written(tmp_path):
 
 
 def test_parameters_that_failed_on_every_image_can_be_replaced(tmp_path):
-    """rise.n_masks=0 fails on each image (RISE needs at least one mask); the same folder then takes n_masks=8:
-    the group held no finished map, so it starts again and says so."""
-    args = ["maps", *LITE, "--methods", "rise", "--limit", "2", "--out", tmp_path]
-    scoring = ["metrics", *LITE, "--metrics", "insertion", "--limit", "2", "--out", tmp_path]
-    bad = run_cli(*args, "--set", "rise.n_masks=0")
-    assert bad.returncode == 1 and "rise: 0 computed, 0 already stored, 2 failed" in bad.stdout
+    """A plugin method fails on each image while its parameter ``fail`` is true; the same folder then takes
+    ``fail=false``: the group held no finished map, so it starts again and says so (its metric group too)."""
+    plugin = ["--plugin", FAULTY]
+    args = ["maps", *LITE, *plugin, "--methods", "fails_when_asked", "--limit", "2", "--out", tmp_path]
+    scoring = ["metrics", *LITE, *plugin, "--metrics", "insertion", "--limit", "2", "--out", tmp_path]
+    bad = run_cli(*args)
+    assert bad.returncode == 1 and "fails_when_asked: 0 computed, 0 already stored, 2 failed" in bad.stdout
+    assert "MethodError: asked to fail" in bad.stderr
     unscored = run_cli(*scoring)  # an insertion group for the failed maps: no value in it either
-    assert "insertion/rise: 0 computed, 0 already stored, 2 failed" in unscored.stdout
-    good = run_cli(*args, "--set", "rise.n_masks=8")
+    assert "insertion/fails_when_asked: 0 computed, 0 already stored, 2 failed" in unscored.stdout
+    good = run_cli(*args, "--set", "fails_when_asked.fail=false")
     assert good.returncode == 0, good.stderr
-    assert "rise: 2 computed, 0 already stored, 0 failed" in good.stdout
-    assert 'maps/rise held no finished row (params stored: {"n_masks": 0, "p1": 0.1, "s": 8}); started again' in \
-        good.stdout
+    assert "fails_when_asked: 2 computed, 0 already stored, 0 failed" in good.stdout
+    assert ('maps/fails_when_asked held no finished row (params stored: {"fail": true}); started again with params '
+            '{"fail": false}') in good.stdout
     scored = run_cli(*scoring)  # the insertion group was made for the old maps: it starts again too
     assert scored.returncode == 0, scored.stderr
-    assert "insertion/rise: 2 computed, 0 already stored, 0 failed" in scored.stdout
-    assert "insertion/rise held no finished row (map_params stored: " in scored.stdout
-    again = run_cli(*args, "--set", "rise.n_masks=16")  # now it holds maps: another value is refused
+    assert "insertion/fails_when_asked: 2 computed, 0 already stored, 0 failed" in scored.stdout
+    assert "insertion/fails_when_asked held no finished row (map_params stored: " in scored.stdout
+    again = run_cli(*args)  # now it holds maps: another value is refused
     assert again.returncode == 2 and "different params" in again.stderr
+
+
+def test_values_out_of_range_are_refused_when_built():
+    """Each class's check_params: one message naming the parameter and its range, before any image."""
+    cases = [("rise", {"n_masks": 0}, "rise: parameter 'n_masks' must be >= 1, not 0"),
+             ("rise", {"p1": 1.5}, "rise: parameter 'p1' must be in (0, 1], not 1.5"),
+             ("zoomcam", {"layers": "deep"}, "zoomcam: parameter 'layers' must be 'preset' or 'polycam', not 'deep'"),
+             ("gradcampp", {"alpha": "eq20"}, "gradcampp: parameter 'alpha' must be 'torchcam' or 'eq19'"),
+             ("occlusion", {"window": [3, 0, 64]}, "occlusion: parameter 'window' must be 3 integers >= 1"),
+             ("integratedgradient", {"method": "simpson"}, "parameter 'method' must be one of ['gausslegendre'"),
+             ("sscam", {"num_samples": 0}, "sscam: parameter 'num_samples' must be >= 1, not 0"),
+             ("pcampm", {"outlier_percent": 50}, "pcampm: parameter 'outlier_percent' must be in [0, 50)"),
+             ("calm_em", {"norm": "softmax"}, "calm_em: parameter 'norm' must be one of")]
+    for mid, kw, says in cases:
+        with pytest.raises(MethodError) as err:
+            make_method(mid, **kw)
+        assert says in str(err.value), (mid, str(err.value))
+    for mid, kw, says in [("insertion", {"blur_kernel": 10}, "parameter 'blur_kernel' must be an odd integer >= 1"),
+                          ("deletion", {"steps": 0}, "deletion: parameter 'steps' must be >= 1, not 0"),
+                          ("sensitivity", {"perturb_radius": 0.0}, "parameter 'perturb_radius' must be > 0"),
+                          ("remove_classify", {"k": [0.5, 1.0]}, "parameter 'k' must be a list of fractions")]:
+        with pytest.raises(MetricError) as err:
+            make_metric(mid, **kw)
+        assert says in str(err.value), (mid, str(err.value))
+    make_method("rise", n_masks=1, s=2, p1=1.0)  # the edges of the ranges are accepted
+    make_metric("insertion", blur_kernel=1, steps=1)
 
 
 def test_a_plugin_that_is_not_python_is_a_clear_error(tmp_path):

@@ -1,5 +1,6 @@
 """The parameters of a method or a metric: its paper values, its quick values, then the caller's overrides, each
-override checked against the type of the value it replaces before anything runs or is stored.
+override checked against the type of the value it replaces before anything runs or is stored; then the class's own
+range checks (``check_params``, written with :func:`require`).
 
 Type rules (the default's type decides; JSON gives ``--set`` values their type):
 
@@ -64,3 +65,9 @@ def resolve_params(owner: str, paper: dict, quick_params: dict, quick: bool, ove
     for name, value in overrides.items():
         params[name] = check_value(owner, name, params[name], value, error)
     return params
+
+
+def require(owner: str, name: str, value: Any, ok: bool, what: str, error: type[Exception]) -> None:
+    """Raise ``error`` (``"<owner>: parameter 'name' must be <what>, not <value>"``) unless ``ok``."""
+    if not ok:
+        raise error(f"{owner}: parameter {name!r} must be {what}, not {value!r}")

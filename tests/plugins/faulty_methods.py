@@ -6,7 +6,7 @@ import os
 import signal
 
 from benchmark.core.writer import BackgroundWriter
-from methods import Method, register_method
+from methods import Method, MethodError, register_method
 
 _CALLS: dict[str, int] = {}
 
@@ -58,4 +58,20 @@ class KillOnce(Method):
                 with open(marker, "w") as f:
                     f.write(str(os.getpid()))
                 os.kill(os.getpid(), signal.SIGKILL)
+        return x.mean(1).abs()
+
+
+@register_method
+class FailsWhenAsked(Method):
+    """The mean-channel map, or a MethodError on every image while its parameter ``fail`` is true (parameters
+    that pass their checks and still fail on every image, as too large a setting running out of memory would)."""
+
+    id = "fails_when_asked"
+    family = "plugin"
+    citation = "test plugin"
+    paper_params = {"fail": True}
+
+    def explain(self, model, x, targets):
+        if self.params["fail"]:
+            raise MethodError("asked to fail")
         return x.mean(1).abs()

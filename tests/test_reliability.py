@@ -232,8 +232,8 @@ def case_merge_over_a_corrupt_shard(good_run, tmp_path):
 
 
 def case_one_lock_per_run(good_run, tmp_path, monkeypatch):
-    """8. `run` holds its folder's lock for its whole life: while it builds the tables, another process cannot
-    take it (flock from a second open file conflicts, as another process's would)."""
+    """8. `run` holds its folder's lock for its whole life, sharded or not: while it builds the tables, another
+    process cannot take it (flock from a second open file conflicts, as another process's would)."""
     import benchmark.outputs.tables as tables
     from benchmark.cli import main
 
@@ -255,6 +255,10 @@ def case_one_lock_per_run(good_run, tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "build_tables", build)
     assert main(["run", *CLI, "--limit", "1", "--methods", "inputxgrad", "--out", str(tmp_path)]) == 0
     assert seen == ["held"]
+    # the sharded driver too: between its merge and its report a second driver could otherwise slip in
+    assert main(["run", *CLI, "--limit", "2", "--methods", "inputxgrad", "--shards", "2",
+                 "--out", str(tmp_path / "sharded")]) == 0
+    assert seen == ["held", "held"]
 
 
 def case_import_npz(good_run, tmp_path):

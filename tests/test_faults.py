@@ -80,12 +80,17 @@ def resumed(tmp_path_factory):
     run_dir = out / "efficientnet_lite0"
     rng = np.random.default_rng(8)  # seeded: the kill points are reproducible
     notes = {"refused": None, "kills": []}
-    # kill 1: after the first map is stored, plus a random delay; the second driver is tried before it
+    # kill 1: after the first map is stored, plus a random delay; the second driver is tried before it, while the
+    # first is paused (SIGSTOP) so that it still holds the lock whatever the machine's speed
     proc = _start(out)
     deadline = time.time() + 3600  # a safety net: the first map comes when it comes on a busy machine
     while _done_rows(run_dir) < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    notes["refused"] = run_cli(*ARGS, "--out", out)
+    proc.send_signal(signal.SIGSTOP)  # the first driver holds the folder's lock, paused: the second cannot win a race
+    try:
+        notes["refused"] = run_cli(*ARGS, "--out", out)
+    finally:
+        proc.send_signal(signal.SIGCONT)
     time.sleep(rng.uniform(0, 1.5))
     notes["kills"].append(_done_rows(run_dir))
     proc.send_signal(signal.SIGKILL)

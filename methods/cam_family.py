@@ -73,6 +73,12 @@ def activations_and_gradients(model, x: torch.Tensor, targets: torch.Tensor, lay
     return [a.detach() for a in acts], [g.detach() for g in grads]
 
 
+def check_noise_params(method: Method) -> None:
+    """The rules of a method averaging over noisy samples: ``num_samples >= 1``, ``std >= 0``."""
+    method.require("num_samples", method.params["num_samples"] >= 1, ">= 1")
+    method.require("std", method.params["std"] >= 0, ">= 0")
+
+
 def minmax(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Per-map ``(M - min) / (max - min + eps)`` over the last two dims (torchcam's normalisation)."""
     lo = maps.amin(dim=(-2, -1), keepdim=True)
@@ -223,8 +229,7 @@ class SmoothGradCAMpp(TorchcamMethod):
     paper_params = {"num_samples": 4, "std": 0.3}
 
     def check_params(self):
-        self.require("num_samples", self.params["num_samples"] >= 1, ">= 1")
-        self.require("std", self.params["std"] >= 0, ">= 0")
+        check_noise_params(self)
 
     def extractor_kwargs(self, model):
         return {"num_samples": int(self.params["num_samples"]), "std": float(self.params["std"])}
@@ -241,12 +246,6 @@ class _ScoreFamily(TorchcamMethod):
 
     def samples(self) -> int:
         return 1
-
-    def check_params(self):
-        if "num_samples" in self.params:
-            self.require("num_samples", self.params["num_samples"] >= 1, ">= 1")
-        if "std" in self.params:
-            self.require("std", self.params["std"] >= 0, ">= 0")
 
     def cost(self, model):
         # the hooked forward + torchcam's clean reference forward + C masked inputs per sample
@@ -290,6 +289,9 @@ class SSCAM(_ScoreFamily):
     paper_params = {"num_samples": 35, "std": 2.0}
     quick_params = {"num_samples": 1}
 
+    def check_params(self):
+        check_noise_params(self)
+
     def extractor_kwargs(self, model):
         return {**super().extractor_kwargs(model), "num_samples": int(self.params["num_samples"]),
                 "std": float(self.params["std"])}
@@ -312,6 +314,9 @@ class ISCAM(_ScoreFamily):
     per_image = True
     paper_params = {"num_samples": 10}
     quick_params = {"num_samples": 2}
+
+    def check_params(self):
+        self.require("num_samples", self.params["num_samples"] >= 1, ">= 1")
 
     def extractor_kwargs(self, model):
         return {**super().extractor_kwargs(model), "num_samples": int(self.params["num_samples"])}

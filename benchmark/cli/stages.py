@@ -79,15 +79,15 @@ def _dry_run(ctx, command: str) -> int:
 
 def _sharded(ctx, command: str) -> int:
     """``run`` / ``maps`` / ``metrics`` with ``--executor ray``, ``--shards N`` or ``--shard i/n``."""
-    from runners.sharded import run_sharded
-
     # the folder's lock for the whole command (merge, tables and report included), as in the one-process run; a
     # driver of one shard (--shard i/n) locks only its shard: the other shards' drivers share the folder
     with contextlib.nullcontext() if ctx.cfg.shard else ctx.lock():
-        return _sharded_locked(ctx, command, run_sharded)
+        return _sharded_locked(ctx, command)
 
 
-def _sharded_locked(ctx, command: str, run_sharded) -> int:
+def _sharded_locked(ctx, command: str) -> int:
+    from runners.sharded import run_sharded
+
     stages = {"run": ("maps", "metrics"), "maps": ("maps",), "metrics": ("metrics",)}[command]
     print(f"data: {ctx.source.description}; {len(ctx.indices)} image(s); profile {ctx.profile.name}; "
           f"device {ctx.device}; executor {ctx.cfg.executor}; results in {ctx.run_dir}")

@@ -25,6 +25,7 @@ MODEL_LABELS = {"vgg16": "VGG16", "resnet50": "ResNet50"}
 # registry against this list): the floor rows of the tables, never compared, ranked or marked best.
 FLOOR_METHODS = ("random_map", "centre_prior", "edge_map")
 
+
 def is_floor(method: str) -> bool:
     """True for the model-independent baselines (:data:`FLOOR_METHODS`)."""
     return method in FLOOR_METHODS

@@ -68,7 +68,6 @@ LATEX_ESCAPES = str.maketrans({**{c: "\\" + c for c in "_%&#$"}, "<": "$<$", ">"
                                "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≈": r"$\approx$"})
 
 
-
 def mean_se(values) -> tuple[int, float, float]:
     """(n, mean, standard error) of the finite values; SE = sample std (ddof 1) / sqrt(n), NaN when n < 2."""
     v = np.asarray(values, dtype=np.float64)

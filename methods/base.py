@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.core.cost import Cost
-from benchmark.core.params import require, resolve_params
+from benchmark.core.params import Parametrised
 from benchmark.core.registry import Registry
 
 
@@ -44,40 +44,20 @@ class NotApplicable(MethodError):
     """The method is not defined for this model (e.g. CAM without a GAP + Linear head)."""
 
 
-class Method:
+class Method(Parametrised):
     """Base class of every saliency method; see the module docstring for the contract."""
 
     id: ClassVar[str] = ""
+    params_error = MethodError
     family: ClassVar[str] = ""  # "cam", "gradient", "perturbation", "polycam", "calm", "plugin", ...
     citation: ClassVar[str] = ""
     needs_grad: ClassVar[bool] = False
-    paper_params: ClassVar[dict[str, Any]] = {}
-    quick_params: ClassVar[dict[str, Any]] = {}
     # extra map ids derived in the same computation; may be a property that depends on the model (Poly-CAM's
     # ablation ids follow its layer count): the harness calls check_applicable(model) before reading it
     variants: tuple[str, ...] = ()
     # True when the maps depend on batch_size (noise drawn per batch): the harness then always passes --batch-size
     # (default 32 CPU / 128 GPU), never the tuned pass size, so the maps are the same on every machine
     stochastic: ClassVar[bool] = False
-
-    def __init__(self, quick: bool = False, seed: int = 0, batch_size: int = 32, **overrides: Any):
-        """``quick``: the cheaper ``quick_params``; ``seed``: every random draw; ``batch_size``: model inputs per
-        forward pass (the harness sets it from --batch-size or the tuned pass size); ``overrides``: parameters."""
-        params = resolve_params(self.id, self.paper_params, self.quick_params, quick, overrides, MethodError)
-        if int(batch_size) < 1:
-            raise MethodError(f"{self.id}: batch_size must be >= 1, not {batch_size}")
-        self.params = params
-        self.seed = seed
-        self.batch_size = int(batch_size)
-        self.check_params()
-
-    def check_params(self) -> None:
-        """Raise :class:`MethodError` for a parameter value outside its range (called when the method is built, before
-        any image; the types were checked already). Write each rule as ``self.require(name, ok, what)``."""
-
-    def require(self, name: str, ok: bool, what: str) -> None:
-        """``MethodError("<id>: parameter 'name' must be <what>, not <value>")`` unless ``ok``."""
-        require(self.id, name, self.params[name], ok, what, MethodError)
 
     # -- what a method implements ------------------------------------------------------------------------
     def explain(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:

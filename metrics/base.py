@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 
 from benchmark.core.cost import Cost
-from benchmark.core.params import require, resolve_params
+from benchmark.core.params import Parametrised
 from benchmark.core.registry import Registry
 
 CATEGORIES = ("faithfulness", "robustness", "localisation", "randomisation")
@@ -40,38 +40,18 @@ class MetricError(Exception):
     """Unknown metric, bad metric parameters or bad metric input."""
 
 
-class Metric:
+class Metric(Parametrised):
     """Base class of every metric; see the module docstring for the contract."""
 
     id: ClassVar[str] = ""
+    params_error = MetricError
     category: ClassVar[str] = ""  # one of CATEGORIES
     higher_is_better: ClassVar[bool] = True
     description: ClassVar[str] = ""
     csv_prefix: ClassVar[str] = ""  # reference file names: <prefix>_auc_<model>_<method>.csv, <prefix>_details_...
     has_curve: ClassVar[bool] = False
     needs_method: ClassVar[bool] = False  # compute() gets ``explainer`` (see the module docstring)
-    paper_params: ClassVar[dict[str, Any]] = {}
-    quick_params: ClassVar[dict[str, Any]] = {}
     protocol: ClassVar[dict[str, str]] = {}  # fixed rules of the formula, recorded with the results
-
-    def __init__(self, quick: bool = False, seed: int = 0, batch_size: int = 32, **overrides: Any):
-        """``quick``: the cheaper ``quick_params``; ``seed``: every random draw; ``batch_size``: model inputs per
-        forward pass; ``overrides``: parameters."""
-        params = resolve_params(self.id, self.paper_params, self.quick_params, quick, overrides, MetricError)
-        if int(batch_size) < 1:
-            raise MetricError(f"{self.id}: batch_size must be >= 1, not {batch_size}")
-        self.params = params
-        self.seed = seed
-        self.batch_size = int(batch_size)
-        self.check_params()
-
-    def check_params(self) -> None:
-        """Raise :class:`MetricError` for a parameter value outside its range (called when the metric is built, before
-        any image; the types were checked already). Write each rule as ``self.require(name, ok, what)``."""
-
-    def require(self, name: str, ok: bool, what: str) -> None:
-        """``MetricError("<id>: parameter 'name' must be <what>, not <value>")`` unless ``ok``."""
-        require(self.id, name, self.params[name], ok, what, MetricError)
 
     @property
     def curve_length(self) -> int:

@@ -1,6 +1,7 @@
 """The parameters of a method or a metric: its paper values, its quick values, then the caller's overrides, each
 override checked against the type of the value it replaces before anything runs or is stored; then the class's own
-range checks (``check_params``, written with :func:`require`).
+range checks (``check_params``, written with :func:`require`). :class:`Parametrised` is the base that methods and
+metrics share for this.
 
 Type rules (the default's type decides; JSON gives ``--set`` values their type):
 
@@ -15,7 +16,7 @@ Type rules (the default's type decides; JSON gives ``--set`` values their type):
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 
 def _describe(value: Any) -> str:
@@ -71,3 +72,33 @@ def require(owner: str, name: str, value: Any, ok: bool, what: str, error: type[
     """Raise ``error`` (``"<owner>: parameter 'name' must be <what>, not <value>"``) unless ``ok``."""
     if not ok:
         raise error(f"{owner}: parameter {name!r} must be {what}, not {value!r}")
+
+
+class Parametrised:
+    """What a method and a metric share: ``paper_params`` (the paper's values), ``quick_params`` (cheaper values for
+    the quick profile), a seed for every random draw, a pass size, and ``check_params`` range rules. Subclasses set
+    ``params_error``, the exception a bad parameter raises."""
+
+    id: ClassVar[str] = ""
+    paper_params: ClassVar[dict[str, Any]] = {}
+    quick_params: ClassVar[dict[str, Any]] = {}
+    params_error: ClassVar[type[Exception]] = ValueError
+
+    def __init__(self, quick: bool = False, seed: int = 0, batch_size: int = 32, **overrides: Any):
+        """``quick``: the cheaper ``quick_params``; ``seed``: every random draw; ``batch_size``: model inputs per
+        forward pass (the harness sets it from --batch-size or the tuned pass size); ``overrides``: parameters."""
+        params = resolve_params(self.id, self.paper_params, self.quick_params, quick, overrides, self.params_error)
+        if int(batch_size) < 1:
+            raise self.params_error(f"{self.id}: batch_size must be >= 1, not {batch_size}")
+        self.params = params
+        self.seed = seed
+        self.batch_size = int(batch_size)
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Raise ``params_error`` for a parameter value outside its range (called when the object is built, before
+        any image; the types were checked already). Write each rule as ``self.require(name, ok, what)``."""
+
+    def require(self, name: str, ok: bool, what: str) -> None:
+        """``params_error("<id>: parameter 'name' must be <what>, not <value>")`` unless ``ok``."""
+        require(self.id, name, self.params[name], ok, what, self.params_error)

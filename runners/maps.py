@@ -22,7 +22,7 @@ from methods.base import Method
 from .clean import load_chunk, prepare
 from .context import RunContext
 from .factory import build_methods, in_run_order
-from .report import StageReport
+from .report import StageReport, code_change_notice
 from .store import DONE, H5Store
 
 
@@ -86,12 +86,15 @@ class MapsStage:
         ctx = self.ctx
         groups = {oid: f"maps/{oid}" for oid in method.output_ids}
         for oid, group in groups.items():  # --compact-maps: float16 chunked groups (runners/store.py COMPACT)
+            code = method.code()
             restarted = store.ensure_group(group, {"map": ((ctx.profile.image_size,) * 2, "f4")},
                                            {"params": method.params, "method": method.describe(),
-                                            "produced_by": method.id, **ctx.map_storage(oid)},
-                                           check=["params", "storage"])
-            if restarted:
-                report.restarted.append(restarted)
+                                            "produced_by": method.id, "version": code["version"], "code": code,
+                                            **ctx.map_storage(oid)},
+                                           check=["params", "storage", "version"])
+            changed = code_change_notice(group, store.group_attrs(group).get("code"), code,
+                                         int((store.status(group) == DONE).sum()))
+            report.notices.extend(n for n in (restarted, changed) if n)
         missing = np.zeros(len(store.names), bool)
         for group in groups.values():
             store.verify(group, usable)  # stored maps failing their checksum are marked corrupt: computed again

@@ -4,7 +4,8 @@
 :func:`score_chunk` is the one per-chunk call of a metric (the local loop and the executors' tasks use it through
 :class:`MetricsStage`); a chunk that raises is retried image by image, and a value that is not finite or lies
 outside the metric's range fails its image with the reason. Stored maps and values are read through their CRC
-(:meth:`runners.store.H5Store.read_rows`): a row that fails it is never used, and is computed again.
+(:meth:`runners.store.H5Store.read_rows`): a row that fails it is never used, and is computed again. Each value keeps
+the CRC of the map it scored (``map_crc``): a value whose map has been computed again since is scored again.
 """
 
 from __future__ import annotations
@@ -24,10 +25,22 @@ from metrics.base import Metric
 from .clean import load_chunk, prepare
 from .context import RunContext
 from .factory import build_metrics, explainer_for
-from .report import StageReport
+from .report import StageReport, code_change_notice
 from .store import CORRUPT, DONE, FAILED, H5Store, StoreError
 
 CORRUPT_MAP = "its stored map failed its checksum: marked corrupt, computed again by the next maps stage"
+MAP_CRC = "map_crc"  # per value: the CRC of the stored map it scored (a value is used only with that very map)
+
+
+def stale_rows(store: H5Store, key: str, usable: list[int], map_status: np.ndarray, status: np.ndarray,
+               map_crc: np.ndarray) -> list[int]:
+    """The rows of ``key`` whose stored value scored another map than the one stored now (the map was computed
+    again since, e.g. after failing its checksum, on a GPU whose kernels are not bit-exact); none for a group of an
+    older harness, which has no ``map_crc``."""
+    if MAP_CRC not in store.array_names(key):
+        return []
+    scored = store.read(key, MAP_CRC)
+    return [i for i in usable if status[i] == DONE and map_status[i] == DONE and scored[i] != map_crc[i]]
 
 
 @dataclass
@@ -131,14 +144,17 @@ class MetricsStage:
             except NotApplicable as err:
                 report.not_applicable[key] = str(err)
                 return False
-        arrays = {"value": ((), "f8")}
+        arrays = {"value": ((), "f8"), MAP_CRC: ((), "u4")}
         if metric.has_curve:
             arrays["curve"] = ((metric.curve_length,), "f4")
+        code = metric.code()
         restarted = store.ensure_group(key, arrays, {"params": metric.params, "metric": metric.describe(),
-                                                     "map_params": maps.group_attrs(f"maps/{mid}").get("params")},
-                                       check=["params", "map_params"])
-        if restarted:
-            report.restarted.append(restarted)
+                                                     "map_params": maps.group_attrs(f"maps/{mid}").get("params"),
+                                                     "version": code["version"], "code": code},
+                                       check=["params", "map_params", "version"])
+        changed = code_change_notice(key, store.group_attrs(key).get("code"), code,
+                                     int((store.status(key) == DONE).sum()))
+        report.notices.extend(n for n in (restarted, changed) if n)
         store.verify(key, usable)  # values failing their checksum are marked corrupt: computed again below
         mst, st = maps.status(f"maps/{mid}"), store.status(key)
         report.computed[key], report.failed[key] = 0, {}
@@ -147,8 +163,13 @@ class MetricsStage:
                 report.failed[key][names[i]] = "no map (the method failed on this image)"
             elif mst[i] == CORRUPT:
                 report.failed[key][names[i]] = CORRUPT_MAP
-        todo = [i for i in usable if mst[i] == DONE and st[i] != DONE]
-        report.already[key] = int(sum(st[i] == DONE for i in usable))
+        map_crc = maps.read(f"maps/{mid}", "crc")
+        stale = stale_rows(store, key, usable, mst, st, map_crc)
+        if stale:
+            report.notices.append(f"{key}: {len(stale)} value(s) scored a map that has been computed again since "
+                                  f"(e.g. {names[stale[0]]}): scored again")
+        todo = [i for i in usable if mst[i] == DONE and (st[i] != DONE or i in stale)]
+        report.already[key] = int(sum(st[i] == DONE for i in usable)) - len(stale)
         if not todo:
             return True
         t0 = time.perf_counter()
@@ -157,11 +178,13 @@ class MetricsStage:
         image_store = maps if getattr(getattr(maps, "f", None), "mode", "r") == "r+" else store
         cost = metric.cost(ctx.model, explainer.method.cost(ctx.model) if explainer is not None else None)
         with ctx.progress.item(f"{metric.id} {mid}", cost.passes * len(todo), len(todo)) as bar:
-            self._score_rows(metric, mid, maps, store, todo, targets_all, explainer, image_store, key, report, bar)
+            self._score_rows(metric, mid, maps, store, todo, targets_all, explainer, image_store, key, report, bar,
+                             map_crc)
         report.seconds[key] = time.perf_counter() - t0
         return True
 
-    def _score_rows(self, metric, mid, maps, store, todo, targets_all, explainer, image_store, key, report, bar):
+    def _score_rows(self, metric, mid, maps, store, todo, targets_all, explainer, image_store, key, report, bar,
+                    map_crc):
         ctx = self.ctx
         names = ctx.source.names
         step = max(1, ctx.batch_size // (metric.curve_length or 1))  # about one batch of passes per call
@@ -187,7 +210,8 @@ class MetricsStage:
                         if metric.prepare_key is not None else None)
             for part in score_chunk(metric, ctx.model, x, m, t, rows, ctx.autocast, explainer, prepared):
                 if part.rows:
-                    store.write(key, part.rows, **part.values)
+                    crc = {MAP_CRC: map_crc[part.rows]} if MAP_CRC in store.array_names(key) else {}
+                    store.write(key, part.rows, **part.values, **crc)
                     report.computed[key] += len(part.rows)
                 for i, reason in part.errors.items():
                     store.fail(key, i, reason)

@@ -253,6 +253,7 @@ def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
         rep.already[key] = rep.already.get(key, 0) + res["already"].get(key, 0)
         rep.not_applicable.update(res["not_applicable"])
         rep.failed[key].update(res["failed"].get(key, {}))
+        rep.notices.extend(n for n in res.get("notices", []) if n not in rep.notices)
         if key in res["seconds"]:
             rep.seconds[key] = rep.seconds.get(key, 0.0) + res["seconds"][key]
     for key in list(reports["metrics"].computed):

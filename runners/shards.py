@@ -224,7 +224,7 @@ def merge_shard(target: H5Store, shard_path: Path, prefix: str, maps_done=None) 
         rows = _index_map(target, sh)
         total = 0
         for group in _all_groups(sh, prefix):
-            check = ("params", "map_params") if prefix != "maps" else ("params",)
+            check = ("params", "map_params", "version") if prefix != "maps" else ("params", "version")
             allowed = maps_done(group.split("/", 1)[1]) if maps_done is not None and prefix != "maps" else None
             total += copy_group(target, sh, group, rows, check=check, allowed=allowed)
         return total

@@ -64,6 +64,8 @@ MARGIN = 1 << 20  # bytes reserved beyond a new group's datasets for HDF5's meta
 PER_DATASET = 64 << 10
 # the compact layout of map groups (``--compact-maps``): recorded as the group attribute ``storage``
 COMPACT = {"dtype": "float16", "chunks": "one image", "compression": "gzip", "level": 4, "shuffle": True}
+# group attributes whose absence (a group of an older harness) means a known value: the default layout, version 1
+ABSENT = {"storage": None, "version": 1}
 EXP2 = ".exp2"  # suffix of a compact array's per-image power-of-two exponents (hidden from array_names)
 CHUNK_SLACK = 1024  # bytes per chunk beyond its uncompressed size: deflate's worst-case growth, the chunk index
 
@@ -230,9 +232,10 @@ class H5Store:
         that holds none (every row to do or failed, e.g. parameters that failed on every image) is started again
         with the new attributes, and the return value says so (otherwise None): no result is lost.
 
-        With ``attrs["storage"] == COMPACT`` the maps are stored compactly (module docstring). A ``storage`` named
-        in ``check`` is compared even where one side has none (the default layout): a group is never continued in
-        another layout.
+        With ``attrs["storage"] == COMPACT`` the maps are stored compactly (module docstring). A key of
+        :data:`ABSENT` named in ``check`` is compared even where the stored group has none (a group of an older
+        harness): a group is never continued in another layout or by another version of its code; any other key
+        absent from the stored group is not compared.
 
         The bytes of the new datasets are reserved on disk first (:func:`reserve`): a full disk stops the command
         before HDF5 changes anything. A group left incomplete by an older version (no ``status``) is rebuilt."""
@@ -243,7 +246,9 @@ class H5Store:
             g = self.f[group]
             for key in check:
                 old, new = g.attrs.get(key), _json(attrs.get(key))
-                differs = (old or _json(None)) != new if key == "storage" else old is not None and old != new
+                if old is None and key in ABSENT:
+                    old = _json(ABSENT[key])
+                differs = old is not None and old != new
                 if not differs:
                     continue
                 if not (self.status(group) == DONE).any():
@@ -254,6 +259,10 @@ class H5Store:
                     raise StoreError(f"{group} in {self.path} was stored with --compact-maps layout {old or 'none'} "
                                      f"(asked: {new if compact else 'none'}); continue it with the same "
                                      "--compact-maps, or use another --out folder.")
+                if key == "version":
+                    raise StoreError(f"{group} in {self.path} was computed by version {old} of its code; this is "
+                                     f"version {new}, whose results differ. Use another --out folder, or delete "
+                                     "that group.")
                 raise StoreError(f"{group} in {self.path} was computed with different {key}:\n  stored: {old}\n"
                                  f"  asked:  {new}\nUse another --out folder, or delete that group.")
         if self.has_group(group) and restarted is None:

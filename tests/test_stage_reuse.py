@@ -113,3 +113,31 @@ def test_a_constant_variant_fails_alone(tmp_path):
     with ctx.open_maps("r") as st:
         assert list(st.status("maps/test_two_maps")[:2]) == [DONE, DONE]
         assert list(st.status("maps/test_two_maps_flat")[:2]) == [FAILED, FAILED]
+
+
+def test_a_value_whose_map_was_computed_again_is_scored_again(tmp_path):
+    """Each value keeps the CRC of the map it scored: when a map is stored anew with other bytes (a recomputation
+    after a checksum failure, on kernels that are not bit-exact), only its value is scored again, and said so."""
+    from runners.store import DONE
+
+    ctx = _ctx(tmp_path, methods=["gradcam"], metrics=["insertion"])
+    run_maps(ctx)
+    first = run_metrics(ctx)
+    assert first.computed["insertion/gradcam"] == 2 and first.notices == []
+    with ctx.open_metrics("r") as st:
+        before = st.read("insertion/gradcam", "value")[:2]
+    with ctx.open_maps() as maps:
+        old = maps.read("maps/gradcam", "map", [1])
+        maps.write("maps/gradcam", [1], map=old.transpose(0, 2, 1).copy())  # another map for image 1
+        map_crc = maps.read("maps/gradcam", "crc")[:2]
+    again = run_metrics(ctx)
+    assert again.computed["insertion/gradcam"] == 1 and again.already["insertion/gradcam"] == 1
+    assert len(again.notices) == 1 and "1 value(s) scored a map that has been computed again" in again.notices[0]
+    assert ctx.source.names[1] in again.notices[0]
+    with ctx.open_metrics("r") as st:
+        after = st.read("insertion/gradcam", "value")[:2]
+        assert list(st.read("insertion/gradcam", "map_crc")[:2]) == list(map_crc)
+        assert list(st.status("insertion/gradcam")[:2]) == [DONE, DONE]
+    assert after[0] == before[0] and after[1] != before[1]
+    third = run_metrics(ctx)  # nothing stale any more
+    assert third.computed["insertion/gradcam"] == 0 and third.notices == []

@@ -67,6 +67,20 @@ def test_a_group_without_a_finished_row_takes_new_params(tmp_path):
         assert np.array_equal(s.read("maps/m", "map", [2]), np.ones((1, 4, 4), np.float32))
 
 
+def test_a_group_without_a_version_is_version_1(tmp_path):
+    """A group of an older harness has no ``version`` attribute: version 1 continues it, version 2 is refused
+    while it holds a finished row (and the row is kept)."""
+    path = tmp_path / "maps.h5"
+    with H5Store(path, NAMES, {}) as s:
+        s.ensure_group("maps/m", {"map": ((4, 4), "f4")}, {"params": {"k": 1}}, check=["params"])  # no version
+        s.write("maps/m", [0], map=np.ones((1, 4, 4), np.float32))
+        v1 = {"params": {"k": 1}, "version": 1}
+        assert s.ensure_group("maps/m", {"map": ((4, 4), "f4")}, v1, check=["params", "version"]) is None
+        with pytest.raises(StoreError, match="computed by version 1 of its code; this is version 2"):
+            s.ensure_group("maps/m", {"map": ((4, 4), "f4")}, {**v1, "version": 2}, check=["params", "version"])
+        assert s.status("maps/m").tolist() == [DONE, TODO, TODO]
+
+
 def test_second_writer_is_refused_with_a_clear_message(tmp_path):
     code = ("import sys, time; sys.path.insert(0, %r); from runners.store import RunLock\n"
             "with RunLock(%r): print('locked', flush=True); time.sleep(30)" % (str(REPO), str(tmp_path)))

@@ -15,8 +15,12 @@ Type rules (the default's type decides; JSON gives ``--set`` values their type):
 
 from __future__ import annotations
 
+import inspect
 import math
+from pathlib import Path
 from typing import Any, ClassVar
+
+from .atomic import sha256_file
 
 
 def _describe(value: Any) -> str:
@@ -83,6 +87,8 @@ class Parametrised:
     paper_params: ClassVar[dict[str, Any]] = {}
     quick_params: ClassVar[dict[str, Any]] = {}
     params_error: ClassVar[type[Exception]] = ValueError
+    # raise it when a change of the code changes the results: stored results of another version are never reused
+    version: ClassVar[int] = 1
 
     def __init__(self, quick: bool = False, seed: int = 0, batch_size: int = 32, **overrides: Any):
         """``quick``: the cheaper ``quick_params``; ``seed``: every random draw; ``batch_size``: model inputs per
@@ -94,6 +100,18 @@ class Parametrised:
         self.seed = seed
         self.batch_size = int(batch_size)
         self.check_params()
+
+    @classmethod
+    def code(cls) -> dict[str, Any]:
+        """``{"version", "file", "sha256"}``: the class's ``version`` and the file that defines it, by content. Stored
+        with every result group: results of another ``version`` are refused, and results reused after the file
+        has changed are named (the harness cannot tell whether the change alters them)."""
+        try:
+            path = Path(inspect.getfile(cls))
+            digest = sha256_file(path)
+        except (TypeError, OSError):  # defined in no file (an interactive session)
+            return {"version": cls.version, "file": None, "sha256": None}
+        return {"version": cls.version, "file": path.name, "sha256": digest}
 
     def check_params(self) -> None:
         """Raise ``params_error`` for a parameter value outside its range (called when the object is built, before

@@ -73,7 +73,7 @@ def ensure_targets(ctx: RunContext, store: H5Store, usable: list[int]) -> None:
     if not todo:
         return
     bs = ctx.batch_size
-    with ctx.progress.item("clean forward (targets)", len(todo), len(todo)) as bar:
+    with ctx.progress.item("clean forward (targets)", len(todo), len(todo), key="clean") as bar:
         for start in range(0, len(todo), bs):
             chunk = todo[start:start + bs]
             ctx.prefetch(todo[start + bs:start + 2 * bs])
@@ -89,4 +89,5 @@ def prepare(ctx: RunContext, store: H5Store) -> list[int]:
     """Image checks, then the clean forward of the usable images; returns them."""
     usable = check_images(ctx, store)
     ensure_targets(ctx, store, usable)
+    ctx.progress.settle("clean")
     return usable

@@ -308,7 +308,7 @@ class RunContext:
     def progress(self) -> PassProgress:
         """The run's progress in model passes (:mod:`runners.progress`)."""
         if self._progress is None:
-            self._progress = PassProgress(self.model.net, enabled=self.cfg.progress)
+            self._progress = PassProgress(lambda: self.model.net, enabled=self.cfg.progress)
         return self._progress
 
     def bar(self, total: int, desc: str, unit: str = "img"):

@@ -10,7 +10,8 @@ forward+backward passes). A run of ``N`` selected images needs
 
 ``cost_method(j)`` is the cost of the registered method with id ``j`` (None for derived or imported maps: a
 metric that re-runs the method is not applicable to them). Poly-CAM's cost is an upper bound: constant channels
-are skipped at run time. The counts are for all selected images; a resumed run computes only what is missing.
+are skipped at run time. ``N`` counts the work left: an image whose result is stored already in the run folder
+(:class:`Stored`) is not counted, so the dry run and the progress bar of a resumed run show what is still to do.
 
 Calibration gives the model's steady-state forward passes/s (no_grad) and forward+backward passes/s (gradient of
 the summed target logits with respect to the input, as gradient methods do) at the run's inputs per pass, each a
@@ -23,6 +24,10 @@ stored (:func:`runners.tuning.cached_rates`)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
 
 from benchmark.core.cost import Cost
 from methods.base import METHODS, NotApplicable
@@ -30,6 +35,8 @@ from metrics.base import MetricError
 
 from .context import DEFAULT_METRICS, RunContext
 from .factory import build_methods, build_metrics, in_run_order
+from .sanity import CONVENTIONS, unit_path
+from .store import DONE, IMG_BAD
 from .tuning import cached_rates
 
 
@@ -87,6 +94,46 @@ def calibrate(ctx: RunContext, batch_size: int, need_backward: bool = True, echo
 
 # ---------------------------------------------------------------------------------------------------- plan
 
+class Stored:
+    """What the run folder holds already, read once without a lock (a store that cannot be read, or that is of
+    another image list, counts as empty: the stage itself says what is wrong with it)."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.status: dict[str, np.ndarray] = {}
+        bad = np.zeros(len(ctx.source.names), bool)
+        for name in ("maps.h5", "metrics.h5"):
+            try:
+                with h5py.File(ctx.run_dir / name, "r", locking=False) as f:
+                    if [n.decode() if isinstance(n, bytes) else n for n in f["names"][()]] != ctx.source.names:
+                        continue
+                    if "image_status" in f:
+                        bad |= f["image_status"][()] == IMG_BAD
+                    f.visititems(lambda key, obj: self._keep(key, obj))
+            except (OSError, KeyError, ValueError):
+                continue
+        self.rows = [i for i in ctx.indices if not bad[i]]
+
+    def _keep(self, key: str, obj) -> None:
+        if isinstance(obj, h5py.Dataset) and key.endswith("/status"):
+            self.status[key[:-len("/status")]] = obj[()]
+
+    def left(self, groups: list[str]) -> int:
+        """Selected images (not known bad) for which any of ``groups`` has no finished row."""
+        todo = np.zeros(len(self.ctx.source.names), bool)
+        for g in groups:
+            st = self.status.get(g)
+            todo |= True if st is None else st != DONE
+        return int(todo[self.rows].sum())
+
+    def sanity_left(self, output_ids: list[str], n: int) -> int:
+        """Of the first ``n`` images, those missing a randomisation unit of ``output_ids`` (either convention)."""
+        folder: Path = self.ctx.run_dir / "randomisation"
+        names = [self.ctx.source.names[i] for i in self.rows[:n]]
+        return sum(any(not unit_path(folder, name, oid, conv).exists() for oid in output_ids for conv in CONVENTIONS)
+                   for name in names)
+
+
 def _method_cost(model, mid: str, quick: bool, seed: int, cache: dict) -> Cost | None:
     if mid not in cache:
         cls = METHODS.get(mid)
@@ -94,29 +141,38 @@ def _method_cost(model, mid: str, quick: bool, seed: int, cache: dict) -> Cost |
     return cache[mid]
 
 
-def plan(ctx: RunContext, stages: tuple[str, ...] = ("maps", "metrics"), map_ids: list[str] | None = None) -> tuple[
-        list[StageCost], dict[str, str]]:
+def plan(ctx: RunContext, stages: tuple[str, ...] = ("maps", "metrics"), map_ids: list[str] | None = None,
+         left: bool = False) -> tuple[list[StageCost], dict[str, str]]:
     """Passes per stage for the selected images of ``ctx``.
 
     ``stages``: "maps" (clean forward + maps of every asked method) and/or "metrics" (every asked metric on every
-    map id: the outputs of the planned methods, or ``map_ids`` when given). Returns the stages and the items
+    map id: the outputs of the planned methods, or ``map_ids`` when given). With ``left``, each item counts only
+    the images whose results the run folder does not hold yet (:class:`Stored`). Returns the stages and the items
     left out with the reason (not applicable)."""
-    model, n = ctx.model, len(ctx.indices)
+    model, n_all = ctx.model, len(ctx.indices)
+    stored = Stored(ctx) if left else None
+
+    def n(groups: list[str]) -> int:
+        return stored.left(groups) if stored is not None else n_all
+
     quick, seed = ctx.profile.quick, ctx.cfg.seed
-    rows: list[StageCost] = [StageCost("clean", "targets", n, Cost(forward=1.0), "top-1 of the clean image")]
+    rows: list[StageCost] = [StageCost("clean", "targets", n(["clean"]), Cost(forward=1.0),
+                                       "top-1 of the clean image")]
     methods, skipped = build_methods(ctx, ctx.cfg.methods if "maps" in stages or map_ids is None else [])
     produced: list[str] = []
     costs: dict[str, Cost | None] = {}
     for method in in_run_order(methods):
         if all(oid in produced for oid in method.output_ids):
             if "maps" in stages:
-                rows.append(StageCost("maps", method.id, n, Cost(), "derived by an earlier method"))
+                rows.append(StageCost("maps", method.id, n([f"maps/{oid}" for oid in method.output_ids]), Cost(),
+                                      "derived by an earlier method"))
             continue
         costs[method.id] = method.cost(model)
         if "maps" in stages:
             extra = f" (+{len(method.variants)} derived maps)" if method.variants else ""
             bound = "upper bound: constant channels are skipped" if method.family == "polycam" else ""
-            rows.append(StageCost("maps", method.id, n, costs[method.id], bound + extra))
+            rows.append(StageCost("maps", method.id, n([f"maps/{oid}" for oid in method.output_ids]),
+                                  costs[method.id], bound + extra))
         produced.extend(oid for oid in method.output_ids if oid not in produced)
     if "metrics" in stages:
         ids = map_ids if map_ids is not None else produced
@@ -131,22 +187,23 @@ def plan(ctx: RunContext, stages: tuple[str, ...] = ("maps", "metrics"), map_ids
                 except (NotApplicable, MetricError) as err:
                     skipped[f"{metric.id}/{mid}"] = str(err)
                     continue
-                rows.append(StageCost("metrics", f"{metric.id}/{mid}", n, c))
+                rows.append(StageCost("metrics", f"{metric.id}/{mid}", n([f"{metric.id}/{mid}"]), c))
     if "sanity" in stages:
         producers, covered = [], set()
         for m in in_run_order(methods):  # one producer per sanity id: pcampm computes pcamp and pcamm too
             if any(i in m.output_ids and i not in covered for i in ctx.profile.sanity_methods):
                 producers.append(m)
                 covered |= set(m.output_ids)
-        rows += sanity_rows(ctx, producers)
+        rows += sanity_rows(ctx, producers, stored)
     return rows, skipped
 
 
-def sanity_rows(ctx: RunContext, methods: list) -> list[StageCost]:
+def sanity_rows(ctx: RunContext, methods: list, stored: Stored | None = None) -> list[StageCost]:
     """The cascading-randomisation check of ``run`` (the profile's sanity methods, its first images): per image and
     method, the trained model's map, then at every one of the L randomisation steps one forward pass (the randomised
     model's top-1) and the maps of up to two classes (the two target conventions):
-    ``cost_m (1 + 2 L) + L`` passes, an upper bound (one map when the two classes coincide)."""
+    ``cost_m (1 + 2 L) + L`` passes, an upper bound (one map when the two classes coincide). With ``stored``, an
+    image whose units of a method are all stored is not counted."""
     from metrics.randomisation import randomisation_order
 
     if not methods:
@@ -157,7 +214,10 @@ def sanity_rows(ctx: RunContext, methods: list) -> list[StageCost]:
     for m in methods:
         c = m.cost(ctx.model)
         per = Cost(forward=c.forward * (1 + 2 * steps) + steps, backward=c.backward * (1 + 2 * steps))
-        out.append(StageCost("sanity", m.id, n, per, f"{steps} randomisation steps, both conventions (upper bound)"))
+        ids = [i for i in ctx.profile.sanity_methods if i in m.output_ids]
+        images = stored.sanity_left(ids, n) if stored is not None else n
+        out.append(StageCost("sanity", m.id, images, per,
+                             f"{steps} randomisation steps, both conventions (upper bound)"))
     return out
 
 
@@ -201,11 +261,12 @@ def dry_run(ctx: RunContext, stages: tuple[str, ...], map_ids: list[str] | None 
     """Print the plan and the ETA before any work (``--dry-run``); return them as a dict. Nothing is tuned: the
     inputs per pass are ``--batch-size``, the size stored for this machine, or a provisional one (said so)."""
     size, why = ctx.known_pass_batch_size()
-    rows, skipped = plan(ctx, stages, map_ids)
+    rows, skipped = plan(ctx, stages, map_ids, left=True)
     need_bwd = any(r.per_image.backward for r in rows)
     cal = calibrate(ctx, size, need_backward=need_bwd, echo=echo)
     echo(f"dry run: {len(ctx.indices)} image(s), model {ctx.tag}, profile {ctx.profile.name}, device "
-         f"{ctx.device}, batch size {ctx.batch_size}, {size} inputs per pass ({why}); nothing is computed or written")
+         f"{ctx.device}, batch size {ctx.batch_size}, {size} inputs per pass ({why}); nothing is computed or written; "
+         "images: those whose results the folder does not hold yet")
     echo(format_plan(rows, skipped, cal))
     return {"rows": [{"stage": r.stage, "key": r.key, "images": r.images, "forward": r.forward,
                       "backward": r.backward, "eta_s": eta_seconds(r, cal)} for r in rows],

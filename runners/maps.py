@@ -78,6 +78,7 @@ class MapsStage:
             usable = prepare(ctx, store)
             for method in in_run_order(methods):
                 self.compute(method, store, usable, report)
+                ctx.progress.settle(f"maps/{method.id}")
         ctx.write_provenance()
         return report
 
@@ -110,7 +111,8 @@ class MapsStage:
         bs = ctx.batch_size
         cost = method.cost(ctx.model)
         # leaving early (an error, Ctrl-C) still stores every chunk already computed (BackgroundWriter)
-        with ctx.progress.item(f"maps {method.id}", cost.passes * len(todo), len(todo)) as bar, \
+        with ctx.progress.item(f"maps {method.id}", cost.passes * len(todo), len(todo),
+                               key=f"maps/{method.id}") as bar, \
                 BackgroundWriter() as writer:
             for start in range(0, len(todo), bs):
                 chunk = todo[start:start + bs]

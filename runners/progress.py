@@ -6,57 +6,91 @@ Poly-CAM image shows its thousands of masked passes going by, with tqdm's rate a
 (``run``) advances by the same passes towards the run's total. A pass with a backward pass counts once (its
 forward), as the cost model counts it. Declared costs can be upper bounds (Poly-CAM skips constant channels): a bar
 is completed when its item ends. Work without model passes (a plugin declaring none, imported maps) shows images.
+
+The run's total is the plan of the work left (:func:`runners.costs.plan` with ``left``), item by item: when an item
+is over (:meth:`PassProgress.settle`), the passes it was planned and did not run (an upper bound, images that
+failed) leave the total, so the bar ends at 100 % and its ETA is the rate over the passes truly left.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+import torch
 from tqdm.auto import tqdm
 
 from benchmark.core.hooks import Hooks
 
 
 class PassProgress:
-    """The pass-counting hook of one network and the bars it advances (none when ``enabled`` is False)."""
+    """The pass-counting hook of one network and the bars it advances (none when ``enabled`` is False).
+    ``net``: the network, or a function giving it (called when an item first needs it: settling an item loads no
+    model)."""
 
     def __init__(self, net, enabled: bool = True):
-        self.net, self.enabled = net, enabled
+        self._net, self.enabled = net, enabled
         self.run_bar = None
         self.item_bar = None
+        self.item_key: str | None = None
+        self.planned: dict[str, float] = {}  # passes still planned per item key of the run
+        self.used: dict[str, float] = {}  # passes counted per item key
+
+    @property
+    def net(self):
+        return self._net() if callable(self._net) and not isinstance(self._net, torch.nn.Module) else self._net
 
     def _count(self, _module, inputs) -> None:
         n = int(inputs[0].shape[0]) if inputs and hasattr(inputs[0], "shape") else 0
+        if self.item_key is not None:
+            self.used[self.item_key] = self.used.get(self.item_key, 0) + n
         for bar in (self.item_bar, self.run_bar):
             if bar is not None:
                 bar.update(n)
 
     @contextlib.contextmanager
-    def run(self, total_passes: float, desc: str = "run"):
-        """The bar of a whole command (maps, metrics, sanity): ``total_passes`` from the cost model."""
-        if not self.enabled or total_passes <= 0:
+    def run(self, planned: dict[str, float], desc: str = "run"):
+        """The bar of a whole command (maps, metrics, sanity): ``planned`` passes per item key (``clean``,
+        ``maps/<method>``, ``<metric>/<map id>``, ``sanity``) from the cost model."""
+        total = sum(planned.values())
+        if not self.enabled or total <= 0:
             yield None
             return
-        self.run_bar = tqdm(total=int(total_passes), desc=desc, unit="pass", unit_scale=True, dynamic_ncols=True,
+        self.planned, self.used = dict(planned), {}
+        self.run_bar = tqdm(total=int(total), desc=desc, unit="pass", unit_scale=True, dynamic_ncols=True,
                             position=0, leave=True)
         try:
             yield self.run_bar
         finally:
             self.run_bar.close()
             self.run_bar = None
+            self.planned, self.used = {}, {}
 
-    def advance_run(self, passes: float) -> None:
-        """Passes done on another network (the sanity check's randomised copies), as their cost model counts them."""
+    def settle(self, key: str) -> None:
+        """Item ``key`` is over: the run's total becomes what it has run instead of what it was planned (once per
+        key; a key not planned, or a second call, changes nothing)."""
+        if self.run_bar is None or key not in self.planned:
+            return
+        rest = self.planned.pop(key) - self.used.pop(key, 0)
+        bar = self.run_bar
+        bar.total = max(bar.n, bar.total - int(round(rest)))
+        bar.refresh()
+
+    def advance_run(self, passes: float, key: str | None = None) -> None:
+        """Passes done on another network (the sanity check's randomised copies), as their cost model counts them,
+        for item ``key``."""
+        if key is not None:
+            self.used[key] = self.used.get(key, 0) + passes
         if self.run_bar is not None:
             self.run_bar.update(int(passes))
 
     @contextlib.contextmanager
-    def item(self, desc: str, passes: float, images: int, net=None):
-        """The bar of one method or metric: ``passes`` declared for its ``images`` (images when it runs none),
-        counted on ``net`` (default: the run's network; the sanity check's randomised copy counts the same way)."""
+    def item(self, desc: str, passes: float, images: int, net=None, key: str | None = None):
+        """The bar of one method or metric (item ``key`` of the run's plan): ``passes`` declared for its ``images``
+        (images when it runs none), counted on ``net`` (default: the run's network)."""
         if not self.enabled:
             yield _NoBar()
             return
+        self.item_key = key
         counted = passes > 0
         bar = tqdm(total=int(passes) if counted else images, desc=desc, unit="pass" if counted else "img",
                    unit_scale=counted, dynamic_ncols=True, position=1 if self.run_bar is not None else 0,
@@ -69,7 +103,7 @@ class PassProgress:
                     hooks.pre_forward(net if net is not None else self.net, self._count)
                 yield done
         finally:
-            self.item_bar = None
+            self.item_bar, self.item_key = None, None
             if counted and bar.n < bar.total:
                 bar.update(bar.total - bar.n)  # a declared upper bound: the item is over
             bar.close()

@@ -215,6 +215,7 @@ class SanityCheck:
                     report.touched.append(name)
             report.csv, report.targets_csv = self.write_csv()
             report.params_json = self.write_params(order, producer, chosen)
+        c.progress.settle("sanity")
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -271,7 +272,7 @@ class SanityCheck:
             except Exception as err:  # noqa: BLE001 (any failure of a method fails its units, the stage goes on)
                 failed[method] = f"trained model: {_reason(err)}"
         bar.update(1)
-        c.progress.advance_run(sum(cost.values()))
+        c.progress.advance_run(sum(cost.values()), key="sanity")
         for step, layer, net in rnd.cascade(c.model.net, order, c.cfg.seed):
             model = dataclasses.replace(c.model, net=net)
             with c.autocast():
@@ -285,7 +286,8 @@ class SanityCheck:
                 except Exception as err:  # noqa: BLE001
                     failed[method] = f"step {step} ({layer}): {_reason(err)}"
             bar.update(1)
-            c.progress.advance_run(1 + sum(cost[m] * len({classes[conv] for _, conv in todo[m]}) for m in todo))
+            c.progress.advance_run(1 + sum(cost[m] * len({classes[conv] for _, conv in todo[m]}) for m in todo),
+                                   key="sanity")
         bar.close()
         for method, pairs in todo.items():
             for oid, conv in pairs:

@@ -128,6 +128,7 @@ class MetricsStage:
                 for mid in method_ids:
                     if self.score(metric, mid, maps, store, usable, targets_all, report):
                         write_metric_csvs(ctx.run_dir / "csv", ctx.tag, metric, mid, store)
+                    ctx.progress.settle(f"{metric.id}/{mid}")
         ctx.write_provenance({m.id: m.params for m in metrics})
         return report
 
@@ -177,7 +178,7 @@ class MetricsStage:
         # come read-only (a shard's task)
         image_store = maps if getattr(getattr(maps, "f", None), "mode", "r") == "r+" else store
         cost = metric.cost(ctx.model, explainer.method.cost(ctx.model) if explainer is not None else None)
-        with ctx.progress.item(f"{metric.id} {mid}", cost.passes * len(todo), len(todo)) as bar:
+        with ctx.progress.item(f"{metric.id} {mid}", cost.passes * len(todo), len(todo), key=key) as bar:
             self._score_rows(metric, mid, maps, store, todo, targets_all, explainer, image_store, key, report, bar,
                              map_crc)
         report.seconds[key] = time.perf_counter() - t0

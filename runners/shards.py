@@ -276,7 +276,8 @@ def diff_runs(a: str | os.PathLike, b: str | os.PathLike, atol: float = 1e-5, ig
                     out.append(f"{store}:{g}: failure reasons differ")
                 done = np.flatnonzero(sa == DONE)
                 for name, ds in fa[g].items():
-                    if name in ("status", "error", "crc") or not len(done):  # crc: follows the values compared
+                    # crc, map_crc: follow the values and maps compared (equal within atol, not to the bit)
+                    if name in ("status", "error", "crc", "map_crc") or not len(done):
                         continue
                     va, vb = ds[()][done], fb[g][name][()][done]
                     if g == "clean" and name == "target":

@@ -76,6 +76,36 @@ def test_plan_equals_the_passes_the_pipeline_runs(tmp_path):
     expected = sum(r.per_image.forward * done[r.key.split("/")[1]] for r in rows if r.stage == "metrics")
     assert metrics_counted == (expected, 0)
     assert sum(done.values()) > 0
+    # the plan of what is left: the stored results are not counted (a map that failed is tried again, and so is
+    # counted; its values with it)
+    left = {(r.stage, r.key): r.images for r in plan(ctx, left=True)[0]}
+    assert left[("clean", "targets")] == 0
+    assert {m: left[("maps", m)] for m in done} == {m: 1 - d for m, d in done.items()}
+    assert all(left[("metrics", f"{k}/{m}")] == 1 - d for m, d in done.items() for k in ("insertion", "deletion"))
+    assert {(r.stage, r.key): r.images for r in rows} == dict.fromkeys(left, 1)  # without left: every image
+
+
+def test_run_bar_total_becomes_what_each_item_ran():
+    """The run's bar: planned passes per item; an item that ran fewer (an upper bound, stored images) or more
+    takes its difference out of (or into) the total when it is settled, once."""
+    from runners.progress import PassProgress
+
+    net = torch.nn.Linear(3, 2)
+    progress = PassProgress(net)
+    with progress.run({"a": 10, "b": 5, "c": 2}) as bar:
+        assert bar.total == 17
+        with progress.item("a", 10, 1, key="a"):
+            net(torch.zeros(6, 3))  # 6 of the 10 planned passes
+        progress.settle("a")
+        assert (bar.n, bar.total) == (6, 13)
+        progress.settle("a")  # a second call changes nothing
+        progress.settle("b")  # nothing ran: stored already
+        assert (bar.n, bar.total) == (6, 8)
+        progress.advance_run(3, key="c")  # one more than planned (the sanity check's passes, counted by hand)
+        progress.settle("c")
+        assert (bar.n, bar.total) == (9, 9)
+        progress.settle("unplanned")
+        assert bar.total == 9
 
 
 def test_limit_pools_both_sweeps_by_median_and_keeps_the_peak():

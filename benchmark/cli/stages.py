@@ -50,14 +50,19 @@ def print_agreement(ctx) -> None:
             print(f"WARNING: {res['warning']}", file=sys.stderr)
 
 
-def _planned_passes(ctx) -> float:
-    """The model passes of the whole run (maps, metrics, sanity) for its bar; 0 without progress bars."""
+def _planned_passes(ctx) -> dict[str, float]:
+    """The model passes left of the whole run (maps, metrics, sanity) per item key, for its bar; none without
+    progress bars."""
     if not ctx.cfg.progress:
-        return 0.0
+        return {}
     from runners.costs import plan
 
-    rows, _ = plan(ctx, ("maps", "metrics", "sanity"))
-    return sum(r.forward + r.backward for r in rows)
+    rows, _ = plan(ctx, ("maps", "metrics", "sanity"), left=True)
+    out: dict[str, float] = {}
+    for r in rows:
+        key = {"clean": "clean", "maps": f"maps/{r.key}", "sanity": "sanity"}.get(r.stage, r.key)
+        out[key] = out.get(key, 0.0) + r.forward + r.backward
+    return out
 
 
 def _dry_run(ctx, command: str) -> int:

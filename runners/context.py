@@ -30,7 +30,7 @@ from benchmark.models.loading import check_model_name
 from methods.base import load_builtin_methods
 
 from .agreement import agreement, stored_top1
-from .overrides import check_overrides
+from .overrides import check_overrides, check_recompute
 from .plugins import load_plugin
 from .progress import PassProgress
 from .provenance import environment
@@ -73,6 +73,8 @@ class RunConfig:
     overrides: dict = field(default_factory=dict)  # --set: {method or metric id: {parameter: value}}
     # --compact-maps none|ablations|all (runners/store.py COMPACT); None: as the folder's maps.h5 says (else none)
     compact_maps: str | None = None
+    # --recompute: method or metric ids whose stored results are dropped, once per command, and computed again
+    recompute: list[str] | None = None
 
     @property
     def sharded(self) -> bool:
@@ -122,6 +124,7 @@ class RunContext:
             load_plugin(plugin)
         load_builtin_methods()
         check_overrides(cfg.overrides)
+        check_recompute(cfg)
         self.device = resolve_device(cfg.device)
         if cfg.batch_size is not None and cfg.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, not {cfg.batch_size}")
@@ -152,6 +155,7 @@ class RunContext:
         self._cache: ImageCache | None = None
         self._progress: PassProgress | None = None
         self.image_counters: dict = {}
+        self.dropped: set[str] = set()  # groups --recompute has dropped in this command (never twice)
 
     # ----------------------------------------------------------------------------------------- the model
     @property

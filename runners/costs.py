@@ -100,6 +100,7 @@ class Stored:
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
+        self.again: set[str] = set(ctx.cfg.recompute or ())
         self.status: dict[str, np.ndarray] = {}
         bad = np.zeros(len(ctx.source.names), bool)
         for name in ("maps.h5", "metrics.h5"):
@@ -119,10 +120,11 @@ class Stored:
             self.status[key[:-len("/status")]] = obj[()]
 
     def left(self, groups: list[str]) -> int:
-        """Selected images (not known bad) for which any of ``groups`` has no finished row."""
+        """Selected images (not known bad) for which any of ``groups`` has no finished row (all of them for a group
+        that ``--recompute`` drops: :attr:`again` holds the asked ids and the output ids of the asked methods)."""
         todo = np.zeros(len(self.ctx.source.names), bool)
         for g in groups:
-            st = self.status.get(g)
+            st = None if set(g.split("/")) & self.again else self.status.get(g)
             todo |= True if st is None else st != DONE
         return int(todo[self.rows].sum())
 
@@ -159,6 +161,8 @@ def plan(ctx: RunContext, stages: tuple[str, ...] = ("maps", "metrics"), map_ids
     rows: list[StageCost] = [StageCost("clean", "targets", n(["clean"]), Cost(forward=1.0),
                                        "top-1 of the clean image")]
     methods, skipped = build_methods(ctx, ctx.cfg.methods if "maps" in stages or map_ids is None else [])
+    if stored is not None:
+        stored.again |= {oid for m in methods if m.id in stored.again for oid in m.output_ids}
     produced: list[str] = []
     costs: dict[str, Cost | None] = {}
     for method in in_run_order(methods):

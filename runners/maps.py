@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import h5py
 import numpy as np
 import torch
 
@@ -63,6 +64,31 @@ def bad_maps(maps: np.ndarray) -> dict[int, str]:
     return bad
 
 
+def drop_for_recompute(ctx: RunContext, store: H5Store, methods: list[Method]) -> list[str]:
+    """``--recompute``: drop the stored maps of the asked methods (every output id) and every metric value of those
+    maps, once per command; one line per dropped group."""
+    asked = set(ctx.cfg.recompute or ())
+    oids = [oid for m in methods if m.id in asked for oid in m.output_ids if f"maps/{oid}" not in ctx.dropped]
+    if not oids:
+        return []
+    lines = []
+    for oid in oids:
+        ctx.dropped.add(f"maps/{oid}")
+        n = store.drop(f"maps/{oid}")
+        if n:
+            lines.append(f"maps/{oid}: {n} stored map(s) dropped (--recompute)")
+    if (ctx.run_dir / "metrics.h5").is_file():
+        with ctx.open_metrics() as metrics:
+            for metric in [k for k in metrics.f if isinstance(metrics.f[k], h5py.Group) and k != "clean"]:
+                for oid in oids:
+                    key = f"{metric}/{oid}"
+                    ctx.dropped.add(key)
+                    n = metrics.drop(key)
+                    if n:
+                        lines.append(f"{key}: {n} stored value(s) dropped with their maps (--recompute)")
+    return lines
+
+
 class MapsStage:
     """The maps of a run's methods on its images (``ctx`` may be a shard's view)."""
 
@@ -75,6 +101,7 @@ class MapsStage:
         report = StageReport()
         methods, report.not_applicable = build_methods(ctx, method_ids if method_ids is not None else ctx.cfg.methods)
         with ctx.lock(), ctx.open_maps() as store, ctx.image_cache():
+            report.notices += drop_for_recompute(ctx, store, methods)
             usable = prepare(ctx, store)
             for method in in_run_order(methods):
                 self.compute(method, store, usable, report)

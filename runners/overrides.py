@@ -29,6 +29,22 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
     return out
 
 
+def check_recompute(cfg) -> None:
+    """``--recompute``: every id names a registered method or metric; not with shards (their stores are reused by
+    their configuration, not by what the folder holds)."""
+    if not cfg.recompute:
+        return
+    load_builtin_methods()
+    load_builtin_metrics()
+    unknown = sorted(k for k in cfg.recompute if k not in METHODS and k not in METRICS)
+    if unknown:
+        raise MethodError(f"--recompute names {unknown}: neither a method nor a metric (registered methods: "
+                          f"{', '.join(sorted(METHODS))}; metrics: {', '.join(sorted(METRICS))})")
+    if cfg.sharded:
+        raise MethodError("--recompute runs in one process: drop --shards / --shard / --executor ray for that "
+                          "command (a later sharded run continues the folder)")
+
+
 def check_overrides(overrides: dict[str, dict]) -> None:
     """Every id of ``overrides`` names a registered method or metric (the parameters are checked when it is built)."""
     load_builtin_methods()

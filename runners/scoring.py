@@ -125,6 +125,13 @@ class MetricsStage:
                                  f"(stored: {stored or 'none'})")
             targets_all = maps.read("clean", "target")
             for metric in metrics:
+                if metric.id in (ctx.cfg.recompute or ()):  # --recompute: every value of the metric, once
+                    for mid in method_ids:
+                        if f"{metric.id}/{mid}" not in ctx.dropped:
+                            ctx.dropped.add(f"{metric.id}/{mid}")
+                            if n := store.drop(f"{metric.id}/{mid}"):
+                                report.notices.append(f"{metric.id}/{mid}: {n} stored value(s) dropped "
+                                                      "(--recompute)")
                 for mid in method_ids:
                     if self.score(metric, mid, maps, store, usable, targets_all, report):
                         write_metric_csvs(ctx.run_dir / "csv", ctx.tag, metric, mid, store)

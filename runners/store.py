@@ -152,6 +152,12 @@ def row_crc(arrays: dict[str, np.ndarray], k: int) -> int:
     return crc
 
 
+def _owner(group: str) -> str:
+    """The method (``maps/<id>``) or metric (``<metric>/<map id>``) whose results a group holds."""
+    parts = group.split("/")
+    return parts[1] if parts[0] == "maps" and len(parts) > 1 else parts[0]
+
+
 def _decode(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
@@ -259,12 +265,13 @@ class H5Store:
                     raise StoreError(f"{group} in {self.path} was stored with --compact-maps layout {old or 'none'} "
                                      f"(asked: {new if compact else 'none'}); continue it with the same "
                                      "--compact-maps, or use another --out folder.")
+                again = (f"Use another --out folder, or add --recompute {_owner(group)} to drop its stored results "
+                         "and compute them again in this one.")
                 if key == "version":
                     raise StoreError(f"{group} in {self.path} was computed by version {old} of its code; this is "
-                                     f"version {new}, whose results differ. Use another --out folder, or delete "
-                                     "that group.")
+                                     f"version {new}, whose results differ. {again}")
                 raise StoreError(f"{group} in {self.path} was computed with different {key}:\n  stored: {old}\n"
-                                 f"  asked:  {new}\nUse another --out folder, or delete that group.")
+                                 f"  asked:  {new}\n{again}")
         if self.has_group(group) and restarted is None:
             g = self.f[group]
             if is_compact(g.attrs):  # chunks are allocated when written: reserve the rows still to do
@@ -357,6 +364,19 @@ class H5Store:
         self.f.flush()
         g["status"][index] = code
         self.f.flush()
+
+    def drop(self, group: str) -> int:
+        """Mark every row of ``group`` to do (``--recompute``: its results are computed again, in place); return
+        how many were done. The group keeps its arrays and attributes until :meth:`ensure_group` sees it with no
+        finished row."""
+        if not self.has_group(group):
+            return 0
+        st = self.f[group]["status"]
+        n = int((st[()] == DONE).sum())
+        st[...] = TODO
+        self.f[group]["error"][...] = b""
+        self.f.flush()
+        return n
 
     def mark_images(self, status: dict[int, tuple[int, str]]) -> None:
         for i, (code, reason) in status.items():

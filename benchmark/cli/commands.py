@@ -24,11 +24,11 @@ _RESULTS = {"model": {"default": None, "help": "one model folder (default: every
 
 COMMANDS = [
     Command("run", "maps, then metrics, the sanity check, tables and the report", "benchmark.cli.stages:cmd_run",
-            ("run", "methods", "metrics", "dry_run", "compact", "scale", "drift_images")),
+            ("run", "methods", "metrics", "dry_run", "compact", "recompute", "scale", "drift_images")),
     Command("maps", "compute and store saliency maps", "benchmark.cli.stages:cmd_maps",
-            ("run", "methods", "dry_run", "compact", "scale")),
+            ("run", "methods", "dry_run", "compact", "recompute", "scale")),
     Command("metrics", "score stored maps; write the CSV files", "benchmark.cli.stages:cmd_metrics",
-            ("run", "methods", "metrics", "dry_run", "scale")),
+            ("run", "methods", "metrics", "dry_run", "recompute", "scale")),
     Command("sanity", "cascading-randomisation sanity check: maps of every method on the network randomised layer "
             "by layer from the top, their similarity to the trained one (CSV, figures)",
             "benchmark.cli.stages:cmd_sanity", ("run", "methods"), "benchmark.cli.stages:sanity_arguments"),

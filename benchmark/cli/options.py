@@ -74,6 +74,10 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                                                "as float16, chunked and gzip-compressed: ~4x smaller maps, "
                                                "docs/outputs.md) or all (every map so); recorded in the protocol, "
                                                "never mixed in one store")),
+    "recompute": (("--recompute",), dict(default=None, metavar="IDS", help="comma-separated method or metric ids "
+                                         "whose stored results in this folder are dropped and computed again (a "
+                                         "method: its maps, variants included, and every metric value of them; a "
+                                         "metric: all its values), e.g. after raising a method's version")),
     "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
     "dry_run": (("--dry-run",), dict(action="store_true", help="print the model passes of each stage and an ETA "
                                      "from a short calibration of the model, then stop")),
@@ -98,6 +102,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "metrics": ("metrics",),
     "dry_run": ("dry_run",),
     "compact": ("compact_maps",),
+    "recompute": ("recompute",),
     "scale": ("executor", "ray_address", "workers", "shards", "shard", "threads"),
     "results": ("model", "weights", "out", "profile"),
 }
@@ -138,6 +143,7 @@ def run_config(args):
                                          "compact_maps")
           if hasattr(args, k)}
     return RunConfig(methods=csv_list(getattr(args, "methods", None)),
+                     recompute=csv_list(getattr(args, "recompute", None)),
                      metrics=csv_list(getattr(args, "metrics", None)),
                      plugins=list(getattr(args, "plugin", [])), progress=not getattr(args, "no_progress", False),
                      shards=getattr(args, "shards", None) or getattr(args, "workers", None),

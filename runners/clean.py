@@ -1,8 +1,14 @@
 """The clean stage: every selected image decoded and checked once, and one clean forward pass per image giving the
-explained class (the model's top-1) and its probability, stored in ``maps.h5`` (``image_status``, ``clean/``)."""
+explained class (the model's top-1) and its probability, stored in ``maps.h5`` (``image_status``, ``clean/``).
+
+Every command also binds the folder's results to the images' content: the CRC-32 of each usable image's file
+(:meth:`ImageSource.fingerprint`) is recorded the first time (``image_files/content_crc``) and compared every later
+time, so results are never mixed with, or scored on, other images under the same names (another ``--data``, files
+replaced)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -12,7 +18,7 @@ from benchmark.data.sources import BadImage, format_bad_images
 from benchmark.data.sources import check_images as decode_all
 
 from .context import RunContext
-from .store import DONE, IMG_BAD, IMG_OK, H5Store
+from .store import DONE, IMAGE_FILES, IMG_BAD, IMG_OK, H5Store
 
 
 def check_images(ctx: RunContext, store: H5Store) -> list[int]:
@@ -32,7 +38,45 @@ def check_images(ctx: RunContext, store: H5Store) -> list[int]:
     skipped = len(ctx.indices) - len(usable)
     if skipped:
         tqdm.write(f"skipping {skipped} bad image(s), recorded in {store.path} (image_status, image_error)")
+    check_fingerprints(ctx, store, usable)
     return usable
+
+
+def _decodes(ctx: RunContext, name: str) -> bool:
+    """False for an image that no longer decodes (damaged since it was checked: a bad image, recorded as such where
+    it is loaded, not another image)."""
+    try:
+        ctx.source.open(name)
+    except Exception:  # noqa: BLE001 (PIL and the file system raise many types)
+        return False
+    return True
+
+
+def check_fingerprints(ctx: RunContext, store: H5Store, usable: list[int]) -> None:
+    """Record the content CRC of each usable image the first time; stop with a :class:`DataError` naming the
+    images whose content differs from the recorded one (nothing is computed, every stored result is kept)."""
+    store.ensure_group(IMAGE_FILES, {"content_crc": ((), "u4")},
+                       {"what": "CRC-32 of each image's content (its file's bytes) when first used"})
+    names = ctx.source.names
+    now = {}
+    for i in usable:
+        try:
+            now[i] = ctx.source.fingerprint(names[i])
+        except Exception:  # noqa: BLE001 (unreadable since it was checked: load_chunk records it with the reason)
+            continue
+    st = store.status(IMAGE_FILES)
+    done = [i for i in now if st[i] == DONE]
+    stored, corrupt = store.read_rows(IMAGE_FILES, done) if done else ({"content_crc": []}, [])
+    recorded = {i: int(c) for i, c in zip(done, stored["content_crc"], strict=True) if i not in set(corrupt)}
+    changed = [names[i] for i, c in recorded.items() if c != now[i] and _decodes(ctx, names[i])]
+    if changed:
+        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        raise DataError(f"{len(changed)} image(s) differ from those the results in {store.path.parent} were computed "
+                        f"from (same name, other content: another --data, or files replaced): {shown}. Run with the "
+                        "images this folder was made with, or use another --out folder.")
+    new = [i for i in now if i not in recorded]
+    if new:
+        store.write(IMAGE_FILES, new, content_crc=np.array([now[i] for i in new], np.uint32))
 
 
 def load_chunk(ctx: RunContext, store: H5Store, rows: list[int]) -> tuple[list[int], torch.Tensor | None,

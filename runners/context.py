@@ -113,6 +113,9 @@ class SubSource(ImageSource):
     def open(self, name: str):
         return self.parent.open(name)
 
+    def fingerprint(self, name: str) -> int:
+        return self.parent.fingerprint(name)
+
 
 class RunContext:
     """One model run: its configuration, profile, device, image source, stores and (lazily) model."""

@@ -113,8 +113,8 @@ class MapsStage:
         """Compute the images whose maps (for any output id of the method) are not all stored yet."""
         ctx = self.ctx
         groups = {oid: f"maps/{oid}" for oid in method.output_ids}
+        code = method.code()
         for oid, group in groups.items():  # --compact-maps: float16 chunked groups (runners/store.py COMPACT)
-            code = method.code()
             restarted = store.ensure_group(group, {"map": ((ctx.profile.image_size,) * 2, "f4")},
                                            {"params": method.params, "method": method.describe(),
                                             "produced_by": method.id, "version": code["version"], "code": code,

@@ -176,7 +176,8 @@ class MetricsStage:
         if stale:
             report.notices.append(f"{key}: {len(stale)} value(s) scored a map that has been computed again since "
                                   f"(e.g. {names[stale[0]]}): scored again")
-        todo = [i for i in usable if mst[i] == DONE and (st[i] != DONE or i in stale)]
+        again = set(stale)
+        todo = [i for i in usable if mst[i] == DONE and (st[i] != DONE or i in again)]
         report.already[key] = int(sum(st[i] == DONE for i in usable)) - len(stale)
         if not todo:
             return True

@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmark.core.atomic import sha256_file, write_text
 
-from .store import DONE, FAILED, IMG_OK, TODO, H5Store, StoreError, move_aside
+from .store import DONE, FAILED, IMAGE_FILES, IMG_OK, TODO, H5Store, StoreError, move_aside
 
 STAGES = ("clean", "maps", "metrics")
 
@@ -181,6 +181,7 @@ def merge_clean(target: H5Store, shard_path: Path) -> int:
                  if img[k] and old[rows[k]] != IMG_OK}
         if marks:
             target.mark_images(marks)
+        copy_group(target, sh, IMAGE_FILES, rows, check=())
         return copy_group(target, sh, "clean", rows, check=())
 
 
@@ -194,13 +195,16 @@ def copy_group(target: H5Store, sh: H5Store, group: str, rows: np.ndarray, check
         return 0
     arrays = {name: (sh.f[group][name].shape[1:], sh.f[group][name].dtype.str) for name in sh.array_names(group)}
     target.ensure_group(group, arrays, sh.group_attrs(group), check=check)
-    if group == "clean":
-        old_t = target.read("clean", "target")
-        new_t, st_new = sh.read("clean", "target"), sh.status("clean")
-        both = (target.status("clean")[rows] == DONE) & (st_new == DONE)
+    if group in ("clean", IMAGE_FILES):
+        name = "target" if group == "clean" else "content_crc"
+        old_t = target.read(group, name)
+        new_t, st_new = sh.read(group, name), sh.status(group)
+        both = (target.status(group)[rows] == DONE) & (st_new == DONE)
         if (old_t[rows][both] != new_t[both]).any():
-            raise StoreError(f"{sh.path}: clean targets differ from those in {target.path}; the shard was made "
-                             "with another model or weights. Move it aside.")
+            what = "clean targets" if group == "clean" else "image contents"
+            raise StoreError(f"{sh.path}: {what} differ from those in {target.path}; the shard was made with another "
+                             f"{'model or weights' if group == 'clean' else 'copy of the images (--data)'}. Move it "
+                             "aside.")
     st_old, st = target.status(group)[rows], sh.status(group)
     ok = np.ones(len(rows), bool) if allowed is None else allowed[rows]
     put = np.flatnonzero((st == DONE) & (st_old != DONE) & ok)

@@ -57,6 +57,7 @@ import h5py
 import numpy as np
 
 TODO, DONE, FAILED, CORRUPT = 0, 1, 2, 3
+IMAGE_FILES = "image_files"  # maps.h5 group: the content CRC of each image when first used (runners/clean.py)
 IMG_UNCHECKED, IMG_OK, IMG_BAD = 0, 1, 2
 ERR_LEN = 256
 FORMAT = 2  # root attribute ``store_format``; files of another format are refused with a message

@@ -4,6 +4,7 @@ sub-folders); decoding and checking every listed file."""
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,11 @@ class ImageSource:
 
     def open(self, name: str) -> Image.Image:
         raise NotImplementedError
+
+    def fingerprint(self, name: str) -> int:
+        """CRC-32 of the image's content as stored (the file's bytes where there is a file; here the decoded
+        pixels): results are bound to it, so a file replaced or another --data is noticed."""
+        return zlib.crc32(self.open(name).tobytes())
 
 
 class DemoSource(ImageSource):
@@ -76,6 +82,17 @@ class FolderSource(ImageSource):
                     for f in sub.iterdir():
                         self._index.setdefault(f.name, f)
         return self._index.get(name)
+
+    def fingerprint(self, name: str) -> int:
+        """CRC-32 of the file's bytes."""
+        path = self.path(name)
+        if path is None:
+            raise FileNotFoundError(f"{name}: no such file in {self.root}")
+        crc = 0
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                crc = zlib.crc32(block, crc)
+        return crc
 
     def open(self, name: str) -> Image.Image:
         path = self.path(name)

@@ -1,15 +1,19 @@
-"""Results are reused only by the code that computed them: a method's ``version`` is stored with its maps (another
-version is refused), and reusing results after the file that defines the method has changed is said, by name;
-``--recompute`` drops a method's or a metric's stored results and computes them again in the same folder.
+"""Stored results are reused only with what made them.
 
-The plugin is a real file, edited between real runs of ``python -m benchmark maps`` in child processes."""
+- The code: a method's ``version`` is stored with its maps (another version is refused), and reusing results after
+  the file that defines the method has changed is said, by name; ``--recompute`` drops a method's or a metric's
+  stored results and computes them again in the same folder. The plugin is a real file, edited between real runs
+  of ``python -m benchmark`` in child processes.
+- The images: a folder's results are bound to each image's content (CRC-32 of the file); an image replaced under
+  the same name (or another ``--data``) stops the command with a message naming it.
+"""
 
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from runners.report import code_change_notice
 
 PLUGIN = '''
@@ -134,3 +138,31 @@ def test_the_dry_run_counts_what_is_left_and_what_recompute_drops(edited_runs):
     assert dry.returncode == 0 and again.returncode == 0, dry.stderr + again.stderr
     assert "| maps | mean_map | 0 |" in dry.stdout and "| metrics | insertion/mean_map | 0 |" in dry.stdout
     assert "| maps | mean_map | 1 |" in again.stdout and "| metrics | insertion/mean_map | 1 |" in again.stdout
+
+
+def test_an_image_replaced_under_its_name_stops_the_command_and_loses_nothing(photo_folder, tmp_path):
+    import h5py
+    from PIL import Image
+
+    folder, lst, names = photo_folder
+    args = ["--model", "efficientnet_lite0", "--profile", "quick", "--data", folder, "--image-list", lst, "--limit",
+            2, "--methods", "gradcam", "--out", tmp_path / "out", "--no-progress"]
+    first = run_cli("maps", *args)
+    assert first.returncode == 0, first.stderr
+    original = (folder / names[1]).read_bytes()
+    with Image.open(folder / names[2]) as other:  # a good image, another content, the same name
+        other.convert("RGB").save(folder / names[1], quality=92)
+    replaced = run_cli("metrics", *args, "--metrics", "insertion")
+    assert replaced.returncode == 2
+    assert f"1 image(s) differ from those the results in {tmp_path / 'out' / 'efficientnet_lite0'} were computed " \
+           f"from (same name, other content: another --data, or files replaced): {names[1]}." in replaced.stderr
+    assert "Traceback" not in replaced.stderr
+    run_dir = tmp_path / "out" / "efficientnet_lite0"
+    with h5py.File(run_dir / "maps.h5", "r") as f:
+        assert f["maps/gradcam/status"][:2].tolist() == [1, 1]  # the maps are kept
+    with h5py.File(run_dir / "metrics.h5", "r") as f:
+        assert "insertion" not in f  # nothing scored on the other image
+    (folder / names[1]).write_bytes(original)  # the image the folder was made with: the command goes on
+    restored = run_cli("metrics", *args, "--metrics", "insertion")
+    assert restored.returncode == 0, restored.stderr
+    assert "insertion/gradcam: 2 computed, 0 already stored, 0 failed" in restored.stdout

@@ -43,6 +43,22 @@ def stale_rows(store: H5Store, key: str, usable: list[int], map_status: np.ndarr
     return [i for i in usable if status[i] == DONE and map_status[i] == DONE and scored[i] != map_crc[i]]
 
 
+def drop_values_for_recompute(ctx: RunContext, store: H5Store, metric_ids: list[str], map_ids: list[str]) -> list[str]:
+    """``--recompute``: drop the stored values of an asked metric (on every map id of this stage) or of an asked map
+    id (every metric of this stage), once per command (``run``'s maps stage may have dropped them already)."""
+    asked = set(ctx.cfg.recompute or ())
+    lines = []
+    for metric_id in metric_ids:
+        for mid in map_ids:
+            key = f"{metric_id}/{mid}"
+            if key in ctx.dropped or not {metric_id, mid} & asked:
+                continue
+            ctx.dropped.add(key)
+            if n := store.drop(key):
+                lines.append(f"{key}: {n} stored value(s) dropped (--recompute)")
+    return lines
+
+
 @dataclass
 class ChunkScores:
     """The values of one chunk: ``rows`` scored (``values[name]`` one entry per row), and failed rows."""
@@ -124,14 +140,8 @@ class MetricsStage:
                 raise StoreError(f"no maps stored for {missing} in {maps.path}; run the maps stage first "
                                  f"(stored: {stored or 'none'})")
             targets_all = maps.read("clean", "target")
+            report.notices += drop_values_for_recompute(ctx, store, [m.id for m in metrics], method_ids)
             for metric in metrics:
-                if metric.id in (ctx.cfg.recompute or ()):  # --recompute: every value of the metric, once
-                    for mid in method_ids:
-                        if f"{metric.id}/{mid}" not in ctx.dropped:
-                            ctx.dropped.add(f"{metric.id}/{mid}")
-                            if n := store.drop(f"{metric.id}/{mid}"):
-                                report.notices.append(f"{metric.id}/{mid}: {n} stored value(s) dropped "
-                                                      "(--recompute)")
                 for mid in method_ids:
                     if self.score(metric, mid, maps, store, usable, targets_all, report):
                         write_metric_csvs(ctx.run_dir / "csv", ctx.tag, metric, mid, store)

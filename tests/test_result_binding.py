@@ -48,13 +48,15 @@ def edited_runs(tmp_path_factory):
     runs = {}
     steps = [("first", 1, ""), ("first_metrics", 1, ""), ("edited", 1, "  # an edit"), ("version2", 2, "  # an edit"),
              ("recompute", 2, "  # an edit"), ("metrics_after", 2, "  # an edit"), ("recompute_metric", 2, ""),
-             ("unknown_id", 2, ""), ("dry", 2, ""), ("dry_recompute", 2, "")]
+             ("recompute_map_values", 2, ""), ("unknown_id", 2, ""), ("dry", 2, ""), ("dry_recompute", 2, "")]
     for name, version, edit in steps:
         plugin.write_text(PLUGIN.format(version=version, edit=edit))
         if name == "recompute":
             runs[name] = stage("maps", plugin, out, "--recompute", "mean_map")
         elif name == "recompute_metric":
             runs[name] = stage("metrics", plugin, out, "--metrics", "insertion", "--recompute", "insertion")
+        elif name == "recompute_map_values":
+            runs[name] = stage("metrics", plugin, out, "--metrics", "insertion", "--recompute", "mean_map")
         elif name.startswith("dry"):
             runs[name] = stage("run", plugin, out, "--metrics", "insertion", "--dry-run",
                                *(["--recompute", "mean_map"] if name == "dry_recompute" else []))
@@ -114,6 +116,10 @@ def test_recompute_of_a_metric_drops_its_values_only(edited_runs):
     assert "insertion/mean_map: 1 stored value(s) dropped (--recompute)" in run.stdout
     assert "insertion/mean_map: 1 computed, 0 already stored" in run.stdout
     assert "maps/mean_map" not in run.stdout
+    values = edited_runs["recompute_map_values"]  # a method named to `metrics`: the values of its maps
+    assert values.returncode == 0, values.stderr
+    assert "insertion/mean_map: 1 stored value(s) dropped (--recompute)" in values.stdout
+    assert "insertion/mean_map: 1 computed, 0 already stored" in values.stdout
 
 
 def test_recompute_of_an_unknown_id_is_a_message(edited_runs):

@@ -79,7 +79,7 @@ def _store_lines(path: Path, limit: int | None, verify: bool, repair: bool) -> t
         lines.append(head)
         groups, incomplete = [], []
         f.visititems(lambda name, obj: groups.append(name) if isinstance(obj, h5py.Group) and "status" in obj
-                     and name != "clean" else None)
+                     and name not in ("clean", store_mod.IMAGE_FILES) else None)
         f.visititems(lambda name, obj: incomplete.append(name) if isinstance(obj, h5py.Group) and "status" not in obj
                      and any(isinstance(v, h5py.Dataset) for v in obj.values()) else None)
         names = [x.decode() if isinstance(x, bytes) else x for x in f["names"][()]]

@@ -183,6 +183,8 @@ class MetricsStage:
                 report.failed[key][names[i]] = CORRUPT_MAP
         map_crc = maps.read(f"maps/{mid}", "crc")
         stale = stale_rows(store, key, usable, mst, st, map_crc)
+        if MAP_CRC not in store.array_names(key):  # a group of an older harness: its values keep no map CRC
+            map_crc = None
         if stale:
             report.notices.append(f"{key}: {len(stale)} value(s) scored a map that has been computed again since "
                                   f"(e.g. {names[stale[0]]}): scored again")
@@ -229,7 +231,7 @@ class MetricsStage:
                         if metric.prepare_key is not None else None)
             for part in score_chunk(metric, ctx.model, x, m, t, rows, ctx.autocast, explainer, prepared):
                 if part.rows:
-                    crc = {MAP_CRC: map_crc[part.rows]} if MAP_CRC in store.array_names(key) else {}
+                    crc = {MAP_CRC: map_crc[part.rows]} if map_crc is not None else {}
                     store.write(key, part.rows, **part.values, **crc)
                     report.computed[key] += len(part.rows)
                 for i, reason in part.errors.items():

@@ -23,7 +23,7 @@ from methods.base import Method
 from .clean import load_chunk, prepare
 from .context import RunContext
 from .factory import build_methods, in_run_order
-from .report import StageReport, code_change_notice
+from .report import StageReport, changed_code_files
 from .store import DONE, H5Store
 
 
@@ -120,9 +120,10 @@ class MapsStage:
                                             "produced_by": method.id, "version": code["version"], "code": code,
                                             **ctx.map_storage(oid)},
                                            check=["params", "storage", "version"])
-            changed = code_change_notice(group, store.group_attrs(group).get("code"), code,
-                                         int((store.status(group) == DONE).sum()))
-            report.notices.extend(n for n in (restarted, changed) if n)
+            report.reused_after_change(group, int((store.status(group) == DONE).sum()),
+                                       changed_code_files(store.group_attrs(group).get("code"), code))
+            if restarted:
+                report.notices.append(restarted)
         missing = np.zeros(len(store.names), bool)
         for group in groups.values():
             store.verify(group, usable)  # stored maps failing their checksum are marked corrupt: computed again

@@ -11,7 +11,8 @@ class StageReport:
     seconds; keys not applicable (with reasons); ``produced``: every map id the stage covered (variants too);
     ``corrupt_maps``: stored maps found failing their checksum while scoring (marked to be computed again);
     ``notices``: what the stage did that the user should know (a group started again with new parameters, values
-    scored again because their map changed), one line each."""
+    scored again because their map changed), one line each; ``code_changes``: groups whose results are reused
+    although the files of their code changed since (said by :meth:`all_notices`, grouped by files)."""
 
     computed: dict[str, int] = field(default_factory=dict)
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -21,6 +22,8 @@ class StageReport:
     already: dict[str, int] = field(default_factory=dict)
     corrupt_maps: dict[str, list[str]] = field(default_factory=dict)  # map id -> images whose map failed its CRC
     notices: list[str] = field(default_factory=list)  # what the stage did that the user should know, one line each
+    # group -> (stored results reused, files of its code changed since they were computed): said by all_notices()
+    code_changes: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
 
     def start(self, key: str, already: int = 0) -> None:
         self.computed.setdefault(key, 0)
@@ -32,19 +35,50 @@ class StageReport:
                 f"failed" + (f" ({self.seconds[key]:.1f} s)" if key in self.seconds else "")
                 for key, n in self.computed.items()]
 
+    def reused_after_change(self, group: str, n_done: int, files: tuple[str, ...]) -> None:
+        """Record that ``n_done`` stored results of ``group`` are reused although ``files`` changed since."""
+        if n_done and files:
+            self.code_changes[group] = (self.code_changes.get(group, (0, ()))[0] + n_done, tuple(files))
+
+    def all_notices(self) -> list[str]:
+        """``notices``, then one line per set of changed code files (:func:`code_change_notices`)."""
+        return self.notices + code_change_notices(self.code_changes)
+
     @property
     def ok(self) -> bool:
         return not any(self.failed.values())
 
 
-def code_change_notice(group: str, stored: dict | None, code: dict, n_done: int) -> str | None:
-    """A line when ``n_done`` results of ``group``, stored by code ``stored`` (:meth:`Parametrised.code`), are reused
-    although the file of that code has changed since (same version: the harness cannot tell whether the change
-    alters them); None otherwise."""
-    if not n_done or not stored or not stored.get("sha256") or not code.get("sha256"):
-        return None
-    if stored["sha256"] == code["sha256"]:
-        return None
-    return (f"{group}: {n_done} stored result(s) reused, computed when {stored.get('file')} had sha256 "
-            f"{stored['sha256'][:12]}; it has changed since ({code['sha256'][:12]}), its version ({code['version']}) "
-            "has not. If the change alters the results, raise the class's `version` (or use another --out).")
+def changed_code_files(stored: dict | None, code: dict) -> tuple[str, ...]:
+    """The source files of ``code`` (:meth:`Parametrised.code`) that differ from those of ``stored``, the code that
+    computed a group's results: module names, the defining module by its file name; a file imported by one of them
+    and not the other counts as changed. A group stored by an older harness has no ``files``: only the defining
+    file is compared; one without any digest (code defined in no file) gives nothing."""
+    if not stored:
+        return ()
+    old, new = stored.get("files"), code.get("files")
+    if old and new:
+        shown = {code.get("module"): code.get("file"), stored.get("module"): stored.get("file")}
+        return tuple(sorted(shown.get(m) or m for m in set(old) | set(new) if old.get(m) != new.get(m)))
+    if stored.get("sha256") and code.get("sha256") and stored["sha256"] != code["sha256"]:
+        return (stored.get("file") or code.get("file") or "its file",)
+    return ()
+
+
+def code_change_notices(changes: dict[str, tuple[int, tuple[str, ...]]], most: int = 4) -> list[str]:
+    """One line per set of changed files: the groups whose stored results were reused although those files have
+    changed since they were computed, with the count (``changes``: group -> (results reused, files)). Their
+    ``version`` has not changed, so they are reused: the harness cannot tell whether the change alters them."""
+    by_files: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+    for group, (n, files) in changes.items():
+        by_files.setdefault(tuple(files), []).append((group, n))
+    lines = []
+    for files, groups in sorted(by_files.items()):
+        names = ", ".join(files[:most]) + (f" and {len(files) - most} more" if len(files) > most else "")
+        shown = ", ".join(g for g, _ in groups[:most]) + (f" and {len(groups) - most} more group(s)"
+                                                           if len(groups) > most else "")
+        their = "its version has" if len(groups) == 1 else "their versions have"
+        lines.append(f"{shown}: {sum(n for _, n in groups)} stored result(s) reused, computed before a change to "
+                     f"{names}; {their} not changed. If the change alters the results, raise the class's `version` "
+                     "or add --recompute with its id (or use another --out).")
+    return lines

@@ -25,11 +25,10 @@ from metrics.base import Metric
 from .clean import load_chunk, prepare
 from .context import RunContext
 from .factory import build_metrics, explainer_for
-from .report import StageReport, code_change_notice
-from .store import CORRUPT, DONE, FAILED, H5Store, StoreError
+from .report import StageReport, changed_code_files
+from .store import CORRUPT, DONE, FAILED, MAP_CRC, H5Store, StoreError
 
 CORRUPT_MAP = "its stored map failed its checksum: marked corrupt, computed again by the next maps stage"
-MAP_CRC = "map_crc"  # per value: the CRC of the stored map it scored (a value is used only with that very map)
 
 
 def stale_rows(store: H5Store, key: str, usable: list[int], map_status: np.ndarray, status: np.ndarray,
@@ -170,9 +169,10 @@ class MetricsStage:
                                                      "map_params": maps.group_attrs(f"maps/{mid}").get("params"),
                                                      "version": code["version"], "code": code},
                                        check=["params", "map_params", "version"])
-        changed = code_change_notice(key, store.group_attrs(key).get("code"), code,
-                                     int((store.status(key) == DONE).sum()))
-        report.notices.extend(n for n in (restarted, changed) if n)
+        report.reused_after_change(key, int((store.status(key) == DONE).sum()),
+                                   changed_code_files(store.group_attrs(key).get("code"), code))
+        if restarted:
+            report.notices.append(restarted)
         store.verify(key, usable)  # values failing their checksum are marked corrupt: computed again below
         mst, st = maps.status(f"maps/{mid}"), store.status(key)
         report.computed[key], report.failed[key] = 0, {}

@@ -12,7 +12,7 @@ from . import shards as sh
 from .context import DEFAULT_METRICS, RunContext
 from .executors import make_executor
 from .factory import build_methods, build_metric, build_metrics, in_run_order
-from .report import StageReport
+from .report import StageReport, changed_code_files
 from .scoring import write_metric_csvs
 from .store import DONE, H5Store, RunLock, StoreError, move_aside
 from .tasks import Task, share_context, summary
@@ -31,7 +31,8 @@ def plan(ctx: RunContext, stages: tuple[str, ...], n: int, only: int | None = No
     chosen = range(n) if only is None else [only]
     proto, names = ctx.protocol(), ctx.source.names
     threads = ctx.cfg.threads if ctx.cfg.executor == "local" else (ctx.cfg.threads or 1)
-    tasks, info = [], {"not_applicable": {}, "produced": [], "splits": splits}
+    # expect: the attributes each result group must have (checked against the folder's stores before anything runs)
+    tasks, info = [], {"not_applicable": {}, "produced": [], "splits": splits, "expect": {}}
 
     def shard_id(stage, name, i, extra):
         return sh.config_hash({"protocol": proto, "stage": stage, "name": name, "shard": [i, n],
@@ -52,12 +53,15 @@ def plan(ctx: RunContext, stages: tuple[str, ...], n: int, only: int | None = No
             hashes = {}
             for i in chosen:
                 hashes[i] = shard_id("maps", method.id, i, {"params": method.params, "clean": clean_h[i],
-                                                             "outputs": list(method.output_ids)})
+                                                             "outputs": list(method.output_ids),
+                                                             **_version(method)})
                 tasks.append(Task("maps", method.id, i, n, splits[i], cfg, hashes[i],
                                   deps=[f"clean:clean:{i}of{n}"], inputs={"clean": clean_h[i]}, threads=threads))
             for oid in method.output_ids:
                 if oid not in covered:
                     producers[oid] = (method.id, hashes)
+                    info["expect"][f"maps/{oid}"] = {"params": method.params, "version": method.version,
+                                                     "code": method.code()}
                     info["produced"].append(oid)
             covered |= set(method.output_ids)
     if "metrics" in stages:
@@ -79,10 +83,43 @@ def plan(ctx: RunContext, stages: tuple[str, ...], n: int, only: int | None = No
                         raise StoreError(f"no maps stored for {mid!r} in {ctx.run_dir / 'maps.h5'}; run the maps "
                                          "stage first")
                     name = f"{metric_id}/{mid}"
+                    info["expect"][name] = {"params": metric.params, "version": metric.version,
+                                            "code": metric.code()}
                     tasks.append(Task("metrics", name, i, n, splits[i], cfg,
-                                      shard_id("metrics", name, i, {"params": metric.params, **extra}),
+                                      shard_id("metrics", name, i, {"params": metric.params, **extra,
+                                                                    **_version(metric)}),
                                       deps=deps, inputs={"maps": src}, threads=threads))
     return tasks, info
+
+
+def _version(obj) -> dict:
+    """The class's ``version`` for a shard's configuration hash: another version makes its shards stale. Version 1
+    adds nothing, so shards made before classes had a version keep their hash."""
+    return {} if obj.version == 1 else {"version": obj.version}
+
+
+def refuse_other_results(ctx: RunContext, expect: dict[str, dict]) -> None:
+    """Before any task runs: a result group of the folder's ``maps.h5`` / ``metrics.h5`` that holds finished rows
+    of other parameters or another ``version`` than ``expect`` (group -> attributes) is refused with the message
+    of the one-process stages (:meth:`H5Store.check_group`), not found at the merge after the shards ran."""
+    for path, open_store, prefix in ((ctx.run_dir / "maps.h5", ctx.open_maps, True),
+                                     (ctx.run_dir / "metrics.h5", ctx.open_metrics, False)):
+        groups = {g: a for g, a in expect.items() if g.startswith("maps/") == prefix}
+        if not groups or not path.exists():
+            continue
+        try:
+            store = open_store(mode="r")
+        except (OSError, StoreError):
+            continue  # unreadable, or of another protocol: the merge says so (and rebuilds an unreadable store)
+        with store:
+            for group, attrs in groups.items():
+                try:
+                    if store.has_group(group):
+                        store.check_group(group, attrs, ["params", "version"])
+                except StoreError as err:
+                    raise StoreError(f"{err} (--recompute runs in one process: give it to a command without "
+                                     "--shards / --shard / --executor ray; a later sharded run continues the "
+                                     "folder)") from None
 
 
 def _stored_map_params(ctx) -> dict[str, object]:
@@ -140,11 +177,14 @@ def merge(ctx: RunContext, tasks: list[Task] | None = None, log=print) -> dict:
     if metric_keys:
         _check_model_store(run_dir / "metrics.h5", log)
         with ctx.open_maps(mode="r") as maps:
-            done = {mid: maps.status(f"maps/{mid}") == DONE for mid in {k.split("/", 1)[1] for k in metric_keys}}
+            mids = {k.split("/", 1)[1] for k in metric_keys}
+            done = {mid: maps.status(f"maps/{mid}") == DONE for mid in mids}
+            crc = {mid: maps.read(f"maps/{mid}", "crc") for mid in mids}
         with ctx.open_metrics() as store:
             for stage, name, path in found:
                 if stage == "metrics":
-                    out["metrics"] += sh.merge_shard(store, path, name.split("/", 1)[0], maps_done=done.get)
+                    out["metrics"] += sh.merge_shard(store, path, name.split("/", 1)[0], maps_done=done.get,
+                                                     maps_crc=crc.get, log=log)
             for key in metric_keys:
                 if store.has_group(key):
                     metric_id, mid = key.split("/", 1)
@@ -197,6 +237,7 @@ def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
     lock = RunLock(ctx.run_dir / "shards" / f"lock-{only}of{n}") if only is not None else RunLock(ctx.run_dir)
     with lock:
         tasks, info = plan(ctx, stages, n, only)
+        refuse_other_results(ctx, info["expect"])
         done: dict[str, dict] = {}
         todo = []
         for t in tasks:
@@ -247,13 +288,19 @@ def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
             man = sh._read_json(t.paths().manifest) or {}
             rep.already[key] = rep.already.get(key, 0) + man.get("groups", {}).get(group, {}).get("done", 0)
             rep.not_applicable.update(man.get("not_applicable", {}))
-            rep.failed[key].update(_failed_in_shard(t.paths().h5, group))
+            failed, stored_code = _shard_group_facts(t.paths().h5, group)
+            rep.failed[key].update(failed)
+            if group in info["expect"]:  # a finished shard reused: named when the files of its code changed since
+                rep.reused_after_change(group, man.get("groups", {}).get(group, {}).get("done", 0),
+                                        changed_code_files(stored_code, info["expect"][group]["code"]))
             continue
         rep.computed[key] += res["computed"].get(key, 0)
         rep.already[key] = rep.already.get(key, 0) + res["already"].get(key, 0)
         rep.not_applicable.update(res["not_applicable"])
         rep.failed[key].update(res["failed"].get(key, {}))
         rep.notices.extend(n for n in res.get("notices", []) if n not in rep.notices)
+        for group, (n_done, files) in res.get("code_changes", {}).items():
+            rep.reused_after_change(group, n_done, tuple(files))
         if key in res["seconds"]:
             rep.seconds[key] = rep.seconds.get(key, 0.0) + res["seconds"][key]
     for key in list(reports["metrics"].computed):
@@ -263,9 +310,12 @@ def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
     return {"reports": reports, "errors": errors, "merged": merged, "tasks": tasks, "shard": (only, n)}
 
 
-def _failed_in_shard(path: Path, group: str) -> dict[str, str]:
+def _shard_group_facts(path: Path, group: str) -> tuple[dict[str, str], dict | None]:
+    """(the failures of ``group`` in the shard at ``path``, by image; the ``code`` that computed it)."""
     try:
         with sh._open_shard(path) as s:
-            return s.errors(group) if s.has_group(group) else {}
+            if not s.has_group(group):
+                return {}, None
+            return s.errors(group), s.group_attrs(group).get("code")
     except (OSError, StoreError, KeyError):
-        return {}
+        return {}, None

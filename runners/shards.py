@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmark.core.atomic import sha256_file, write_text
 
-from .store import DONE, FAILED, IMAGE_FILES, IMG_OK, TODO, H5Store, StoreError, move_aside
+from .store import DONE, FAILED, IMAGE_FILES, IMG_OK, MAP_CRC, TODO, H5Store, StoreError, move_aside
 
 STAGES = ("clean", "maps", "metrics")
 
@@ -220,16 +220,26 @@ def copy_group(target: H5Store, sh: H5Store, group: str, rows: np.ndarray, check
     return len(put)
 
 
-def merge_shard(target: H5Store, shard_path: Path, prefix: str, maps_done=None) -> int:
+def merge_shard(target: H5Store, shard_path: Path, prefix: str, maps_done=None, maps_crc=None, log=print) -> int:
     """Every group under ``prefix`` (``maps`` or a metric id) of a shard into the model store. ``maps_done(map id)``
     (for metric groups) gives the target rows whose map is done in the merged ``maps.h5``: a metric value is merged
-    only where its map is."""
+    only where its map is; ``maps_crc(map id)`` their CRCs: a value that scored a map of other bytes (the map was
+    computed again since) is not merged, and a line says so."""
     with _open_shard(shard_path) as sh:
         rows = _index_map(target, sh)
         total = 0
         for group in _all_groups(sh, prefix):
             check = ("params", "map_params", "version") if prefix != "maps" else ("params", "version")
-            allowed = maps_done(group.split("/", 1)[1]) if maps_done is not None and prefix != "maps" else None
+            mid = group.split("/", 1)[1]
+            allowed = maps_done(mid) if maps_done is not None and prefix != "maps" else None
+            if allowed is not None and maps_crc is not None and MAP_CRC in sh.array_names(group):
+                scored = sh.read(group, MAP_CRC)
+                stale = (sh.status(group) == DONE) & allowed[rows] & (scored != maps_crc(mid)[rows])
+                if stale.any():
+                    allowed = allowed.copy()
+                    allowed[rows[stale]] = False
+                    log(f"{group}: {int(stale.sum())} value(s) of {shard_path.name} not merged: they scored a map "
+                        "that has been computed again since; `metrics` without shards scores them")
             total += copy_group(target, sh, group, rows, check=check, allowed=allowed)
         return total
 

@@ -58,6 +58,7 @@ import numpy as np
 
 TODO, DONE, FAILED, CORRUPT = 0, 1, 2, 3
 IMAGE_FILES = "image_files"  # maps.h5 group: the content CRC of each image when first used (runners/clean.py)
+MAP_CRC = "map_crc"  # per value: the CRC of the stored map it scored (a value is used only with that very map)
 IMG_UNCHECKED, IMG_OK, IMG_BAD = 0, 1, 2
 ERR_LEN = 256
 FORMAT = 2  # root attribute ``store_format``; files of another format are refused with a message
@@ -231,6 +232,32 @@ class H5Store:
             return []
         return sorted(k for k, v in self.f[prefix].items() if isinstance(v, h5py.Group) and "status" in v)
 
+    def check_group(self, group: str, attrs: dict, check: Sequence[str]) -> str | None:
+        """The check of :meth:`ensure_group` on the existing ``group``, changing nothing: a :class:`StoreError` when an
+        attribute named in ``check`` differs while the group holds a finished row; a line saying it will be started
+        again when it differs and the group holds none; None when they are equal."""
+        g = self.f[group]
+        for key in check:
+            old, new = g.attrs.get(key), _json(attrs.get(key))
+            if old is None and key in ABSENT:
+                old = _json(ABSENT[key])
+            if old is None or old == new:
+                continue
+            if not (self.status(group) == DONE).any():
+                return f"{group} held no finished row ({key} stored: {old}); started again with {key} {new}"
+            if key == "storage":
+                raise StoreError(f"{group} in {self.path} was stored with --compact-maps layout {old or 'none'} "
+                                 f"(asked: {new if is_compact(attrs) else 'none'}); continue it with the same "
+                                 "--compact-maps, or use another --out folder.")
+            again = (f"Use another --out folder, or add --recompute {_owner(group)} to drop its stored results "
+                     "and compute them again in this one.")
+            if key == "version":
+                raise StoreError(f"{group} in {self.path} was computed by version {old} of its code; this is "
+                                 f"version {new}, whose results differ. {again}")
+            raise StoreError(f"{group} in {self.path} was computed with different {key}:\n  stored: {old}\n"
+                             f"  asked:  {new}\n{again}")
+        return None
+
     def ensure_group(self, group: str, arrays: dict[str, tuple[tuple[int, ...], str]], attrs: dict,
                      check: Sequence[str] = ()) -> str | None:
         """Create ``group`` with per-image ``arrays`` {name: (shape after N, dtype)}, or check its attributes.
@@ -248,31 +275,7 @@ class H5Store:
         before HDF5 changes anything. A group left incomplete by an older version (no ``status``) is rebuilt."""
         compact = is_compact(attrs)
         n = len(self.names)
-        restarted = None
-        if self.has_group(group):
-            g = self.f[group]
-            for key in check:
-                old, new = g.attrs.get(key), _json(attrs.get(key))
-                if old is None and key in ABSENT:
-                    old = _json(ABSENT[key])
-                differs = old is not None and old != new
-                if not differs:
-                    continue
-                if not (self.status(group) == DONE).any():
-                    restarted = (f"{group} held no finished row ({key} stored: {old}); started again with {key} "
-                                 f"{new}")
-                    break
-                if key == "storage":
-                    raise StoreError(f"{group} in {self.path} was stored with --compact-maps layout {old or 'none'} "
-                                     f"(asked: {new if compact else 'none'}); continue it with the same "
-                                     "--compact-maps, or use another --out folder.")
-                again = (f"Use another --out folder, or add --recompute {_owner(group)} to drop its stored results "
-                         "and compute them again in this one.")
-                if key == "version":
-                    raise StoreError(f"{group} in {self.path} was computed by version {old} of its code; this is "
-                                     f"version {new}, whose results differ. {again}")
-                raise StoreError(f"{group} in {self.path} was computed with different {key}:\n  stored: {old}\n"
-                                 f"  asked:  {new}\n{again}")
+        restarted = self.check_group(group, attrs, check) if self.has_group(group) else None
         if self.has_group(group) and restarted is None:
             g = self.f[group]
             if is_compact(g.attrs):  # chunks are allocated when written: reserve the rows still to do

@@ -166,6 +166,7 @@ def _open_part(paths: sh.ShardPaths, view, task: Task, log) -> H5Store:
 def summary(task: Task, **kw) -> dict:
     out = {"key": task.key, "stage": task.stage, "name": task.name, "shard": task.shard, "n": task.n,
            "computed": {}, "already": {}, "failed": {}, "not_applicable": {}, "seconds": {}, "notices": [],
+           "code_changes": {},
            "skipped": False,
            "error": None, "host": socket.gethostname(), "pid": os.getpid()}
     out.update(kw)
@@ -204,7 +205,8 @@ def run_task(task: Task, *deps: dict) -> dict:
                         "seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid()}
             sh.finalize(paths, manifest)
         return summary(task, computed=report.computed, already=report.already, failed=report.failed,
-                        not_applicable=report.not_applicable, seconds=report.seconds, notices=report.notices)
+                        not_applicable=report.not_applicable, seconds=report.seconds, notices=report.notices,
+                        code_changes=report.code_changes)
     except Exception as err:  # recorded per task; the driver goes on with the others
         msg = f"{type(err).__name__}: {err}"
         sh.record_failure(paths, task.describe(), msg + "\n" + traceback.format_exc(limit=8))

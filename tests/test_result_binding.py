@@ -1,22 +1,26 @@
 """Stored results are reused only with what made them.
 
 - The code: a method's ``version`` is stored with its maps (another version is refused), and reusing results after
-  the file that defines the method has changed is said, by name; ``--recompute`` drops a method's or a metric's
-  stored results and computes them again in the same folder. The plugin is a real file, edited between real runs
-  of ``python -m benchmark`` in child processes.
+  the file that defines the method, or a project file it imports, has changed is said, by name; ``--recompute``
+  drops a method's or a metric's stored results and computes them again in the same folder. The plugin and its
+  helper are real files, edited between real runs of ``python -m benchmark`` in child processes.
 - The images: a folder's results are bound to each image's content (CRC-32 of the file); an image replaced under
   the same name (or another ``--data``) stops the command with a message naming it.
 """
 
+import os
 import subprocess
 import sys
 
 import pytest
 
+from benchmark.core.codefiles import code_files
 from conftest import REPO, run_cli
-from runners.report import code_change_notice
+from runners.report import StageReport, changed_code_files, code_change_notices
 
 PLUGIN = '''
+from mean_map_helper import channel_mean
+
 from methods import Method, register_method
 
 
@@ -28,7 +32,11 @@ class MeanMap(Method):
     version = {version}
 
     def explain(self, model, x, targets):
-        return x.mean(1){edit}
+        return channel_mean(x){edit}
+'''
+HELPER = '''
+def channel_mean(x):
+    return x.mean(1){edit}
 '''
 
 
@@ -36,21 +44,24 @@ def stage(command, plugin, out, *extra) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "benchmark", command, "--model", "efficientnet_lite0", "--profile",
                            "quick", "--limit", "1", "--no-progress", "--plugin", str(plugin), "--methods", "mean_map",
                            "--out", str(out), *map(str, extra)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{plugin.parent}"))
 
 
 @pytest.fixture(scope="module")
 def edited_runs(tmp_path_factory):
-    """The same folder after: a first run (maps, then insertion), a run with a comment added to the plugin, a run
-    with version 2, the same with --recompute, insertion again, insertion with --recompute insertion."""
+    """The same folder after: a first run (maps, then insertion), a run with a comment added to the plugin, one
+    with a comment added to its helper too, a run with version 2, the same with --recompute, insertion again,
+    insertion with --recompute insertion."""
     tmp = tmp_path_factory.mktemp("code")
     plugin, out = tmp / "mean_map.py", tmp / "out"
     runs = {}
-    steps = [("first", 1, ""), ("first_metrics", 1, ""), ("edited", 1, "  # an edit"), ("version2", 2, "  # an edit"),
+    steps = [("first", 1, ""), ("first_metrics", 1, ""), ("edited", 1, "  # an edit"),
+             ("helper_edited", 1, "  # an edit"), ("version2", 2, "  # an edit"),
              ("recompute", 2, "  # an edit"), ("metrics_after", 2, "  # an edit"), ("recompute_metric", 2, ""),
              ("recompute_map_values", 2, ""), ("unknown_id", 2, ""), ("dry", 2, ""), ("dry_recompute", 2, "")]
     for name, version, edit in steps:
         plugin.write_text(PLUGIN.format(version=version, edit=edit))
+        (tmp / "mean_map_helper.py").write_text(HELPER.format(edit="  # an edit" if name == "helper_edited" else ""))
         if name == "recompute":
             runs[name] = stage("maps", plugin, out, "--recompute", "mean_map")
         elif name == "recompute_metric":
@@ -74,15 +85,23 @@ def test_unchanged_code_reuses_silently(edited_runs):
     first = edited_runs["first"]
     assert first.returncode == 0, first.stderr
     assert "mean_map: 1 computed, 0 already stored" in first.stdout
-    assert "has changed since" not in first.stdout
+    assert "computed before a change to" not in first.stdout
 
 
 def test_an_edited_file_reuses_its_results_and_says_so(edited_runs):
     edited = edited_runs["edited"]
     assert edited.returncode == 0, edited.stderr
     assert "mean_map: 0 computed, 1 already stored" in edited.stdout
-    assert ("maps/mean_map: 1 stored result(s) reused, computed when mean_map.py had sha256" in edited.stdout
-            and "its version (1) has not" in edited.stdout)
+    assert ("maps/mean_map: 1 stored result(s) reused, computed before a change to mean_map.py; its version has not "
+            "changed." in edited.stdout)
+
+
+def test_an_edited_helper_the_method_imports_is_named_too(edited_runs):
+    helper = edited_runs["helper_edited"]
+    assert helper.returncode == 0, helper.stderr
+    assert "mean_map: 0 computed, 1 already stored" in helper.stdout
+    assert ("maps/mean_map: 1 stored result(s) reused, computed before a change to mean_map.py, mean_map_helper;"
+            in helper.stdout), helper.stdout
 
 
 def test_another_version_is_refused_with_a_message(edited_runs):
@@ -129,14 +148,125 @@ def test_recompute_of_an_unknown_id_is_a_message(edited_runs):
 
 
 def test_code_change_notice_rules():
-    code = {"version": 1, "file": "m.py", "sha256": "b" * 64}
-    assert code_change_notice("maps/m", {"version": 1, "file": "m.py", "sha256": "b" * 64}, code, 5) is None
-    assert code_change_notice("maps/m", {"version": 1, "file": "m.py", "sha256": "a" * 64}, code, 0) is None
-    assert code_change_notice("maps/m", None, code, 5) is None  # a group of an older harness: nothing to compare
-    assert code_change_notice("maps/m", {"sha256": None}, code, 5) is None  # code defined in no file
-    line = code_change_notice("maps/m", {"version": 1, "file": "m.py", "sha256": "a" * 64}, code, 5)
-    assert line.startswith("maps/m: 5 stored result(s) reused, computed when m.py had sha256 aaaaaaaaaaaa;")
-    assert "(bbbbbbbbbbbb)" in line
+    files = {"p": "b" * 64, "helper": "c" * 64, "benchmark.core.hooks": "d" * 64}
+    code = {"version": 1, "module": "p", "file": "m.py", "sha256": "b" * 64, "files": files}
+    same = dict(code, files=dict(files))
+    assert changed_code_files(same, code) == ()
+    assert changed_code_files(None, code) == ()  # a group of an older harness: nothing to compare
+    assert changed_code_files({"sha256": None}, code) == ()  # code defined in no file
+    assert changed_code_files(dict(code, files=dict(files, helper="0" * 64)), code) == ("helper",)
+    assert changed_code_files(dict(code, files=dict(files, p="0" * 64)), code) == ("m.py",)  # by its file name
+    fewer = {k: v for k, v in files.items() if k != "helper"}  # a file the new code imports, the old one did not
+    assert changed_code_files(dict(code, files=fewer), code) == ("helper",)
+    older = {"version": 1, "file": "m.py", "sha256": "a" * 64}  # stored by a harness that hashed one file
+    assert changed_code_files(older, code) == ("m.py",)
+    assert changed_code_files(dict(older, sha256="b" * 64), code) == ()
+
+    report = StageReport()
+    report.reused_after_change("maps/a", 0, ("h",))  # nothing reused: nothing to say
+    report.reused_after_change("maps/b", 3, ())  # nothing changed
+    assert report.all_notices() == []
+    report.reused_after_change("maps/a", 5, ("hooks",))
+    report.reused_after_change("maps/c", 2, ("hooks",))
+    report.reused_after_change("insertion/a", 7, ("one", "two", "three", "four", "five"))
+    lines = report.all_notices()
+    assert lines == [
+        "maps/a, maps/c: 7 stored result(s) reused, computed before a change to hooks; their versions have not "
+        "changed. If the change alters the results, raise the class's `version` or add --recompute with its id (or "
+        "use another --out).",
+        "insertion/a: 7 stored result(s) reused, computed before a change to one, two, three, four and 1 more; its "
+        "version has not changed. If the change alters the results, raise the class's `version` or add --recompute "
+        "with its id (or use another --out)."]
+    assert lines == code_change_notices(report.code_changes)
+    report.reused_after_change("maps/a", 4, ("hooks",))  # a second shard of the same group adds up
+    assert report.code_changes["maps/a"] == (9, ("hooks",))
+
+
+def test_the_code_of_a_method_covers_the_project_files_it_imports(tmp_path, monkeypatch):
+    from methods import get_method_class
+
+    files = get_method_class("gradcam").code()["files"]
+    assert {"methods.cam_family", "methods.base", "benchmark.core.hooks", "benchmark.core.params"} <= set(files)
+    assert not any(m.split(".")[0] in ("torch", "torchcam", "numpy", "typing", "contextlib") for m in files), files
+    assert "methods.polycam" not in files  # not imported by it
+
+    cfpkg = tmp_path / "cfpkg"  # a package of its own, with a relative import and a submodule imported by name
+    cfpkg.mkdir()
+    (cfpkg / "__init__.py").write_text("")
+    (cfpkg / "main.py").write_text("import json\nfrom . import sub\nfrom .util import f\n\ndef g():\n"
+                                   "    from cfpkg.lazy import h  # imported inside a function: counted too\n")
+    (cfpkg / "sub.py").write_text("X = 1\n")
+    (cfpkg / "util.py").write_text("from cfpkg import sub\n\ndef f():\n    return sub.X\n")
+    (cfpkg / "lazy.py").write_text("def h():\n    return 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = code_files("cfpkg.main", cfpkg / "main.py")
+    assert sorted(found) == ["cfpkg.lazy", "cfpkg.main", "cfpkg.sub", "cfpkg.util"]
+    before = found["cfpkg.sub"]
+    (cfpkg / "sub.py").write_text("X = 2  # another value\n")
+    after = code_files("cfpkg.main", cfpkg / "main.py")
+    assert after["cfpkg.sub"] != before and {k: v for k, v in after.items() if k != "cfpkg.sub"} == \
+        {k: v for k, v in found.items() if k != "cfpkg.sub"}
+
+
+@pytest.fixture(scope="module")
+def sharded_runs(tmp_path_factory):
+    """The same folder, with the local executor in 2 shards: a first run (maps, insertion); one after an edit of
+    the plugin; one after version 2; `run --recompute` in one process, then sharded again, and sharded `metrics`;
+    the plugin made to give other maps (same version) and `maps --recompute`, then sharded `metrics` (its shards
+    are finished), then `metrics` in one process."""
+    tmp = tmp_path_factory.mktemp("sharded")
+    plugin, out = tmp / "mean_map.py", tmp / "out"
+    (tmp / "mean_map_helper.py").write_text(HELPER.format(edit=""))
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp}")
+    shards = ["--executor", "local", "--shards", "2"]
+    edit, again = "  # an edit", ["--recompute", "mean_map"]
+    steps = [("first", 1, "", "run", shards), ("edited", 1, edit, "run", shards), ("version2", 2, edit, "run", shards),
+             ("recompute", 2, edit, "run", again), ("sharded_again", 2, edit, "run", shards),
+             ("metrics_shards", 2, edit, "metrics", shards), ("other_maps", 2, " * 2", "maps", again),
+             ("sharded_metrics", 2, " * 2", "metrics", shards), ("metrics", 2, " * 2", "metrics", [])]
+    runs = {}
+    for name, version, edit, command, extra in steps:
+        plugin.write_text(PLUGIN.format(version=version, edit=edit))
+        metrics = ["--metrics", "insertion"] if command != "maps" else []
+        runs[name] = subprocess.run(
+            [sys.executable, "-m", "benchmark", command, "--model", "efficientnet_lite0", "--profile", "quick",
+             "--limit", "2", "--no-progress", "--plugin", str(plugin), "--methods", "mean_map", "--out", str(out),
+             *metrics, *extra], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    return runs
+
+
+def test_sharded_runs_name_an_edit_and_refuse_another_version_before_running(sharded_runs):
+    first, edited, v2 = sharded_runs["first"], sharded_runs["edited"], sharded_runs["version2"]
+    assert first.returncode == 0 and "mean_map: 2 computed" in first.stdout, first.stderr
+    assert edited.returncode == 0 and "mean_map: 0 computed, 2 already stored" in edited.stdout, edited.stderr
+    assert "maps/mean_map: 2 stored result(s) reused, computed before a change to mean_map.py;" in edited.stdout
+    assert v2.returncode == 2 and "Traceback" not in v2.stderr, v2.stderr
+    assert "computed by version 1 of its code; this is version 2" in v2.stderr
+    assert "give it to a command without --shards" in v2.stderr
+    assert "task(s) in 2 shard(s)" not in v2.stdout + v2.stderr  # refused before any shard ran
+
+
+def test_a_new_version_makes_its_shards_stale(sharded_runs):
+    assert sharded_runs["recompute"].returncode == 0, sharded_runs["recompute"].stderr
+    again = sharded_runs["sharded_again"]
+    assert again.returncode == 0, again.stderr
+    log = again.stdout + again.stderr
+    assert "stale shard: mean_map-0of2.h5: made for another configuration" in log
+    assert "stale shard: insertion__mean_map-0of2.h5" in log
+    assert "maps mean_map shard 0/2: 1 computed" in log
+
+
+def test_a_shard_value_of_a_map_computed_again_is_not_merged(sharded_runs):
+    assert sharded_runs["metrics_shards"].returncode == 0, sharded_runs["metrics_shards"].stderr
+    assert sharded_runs["other_maps"].returncode == 0, sharded_runs["other_maps"].stderr
+    merged = sharded_runs["sharded_metrics"]
+    assert merged.returncode == 0, merged.stderr
+    log = merged.stdout + merged.stderr
+    assert "2 task(s) in 2 shard(s): 2 finished before, 0 to run" in log
+    assert ("insertion/mean_map: 1 value(s) of insertion__mean_map-0of2.h5 not merged: they scored a map that has "
+            "been computed again since") in log
+    after = sharded_runs["metrics"]
+    assert after.returncode == 0 and "insertion/mean_map: 2 computed, 0 already stored" in after.stdout, after.stderr
 
 
 def test_the_dry_run_counts_what_is_left_and_what_recompute_drops(edited_runs):

@@ -23,7 +23,7 @@ def print_report(report, stage: str) -> None:
     print(f"{stage}:\n" + "\n".join(report.lines()))
     for key, reason in report.not_applicable.items():
         print(f"  not applicable: {key}: {reason}")
-    for note in report.notices:
+    for note in report.all_notices():
         print(f"  {note}")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .atomic import sha256_file
+from .codefiles import code_files
 
 
 def _describe(value: Any) -> str:
@@ -103,15 +104,18 @@ class Parametrised:
 
     @classmethod
     def code(cls) -> dict[str, Any]:
-        """``{"version", "file", "sha256"}``: the class's ``version`` and the file that defines it, by content. Stored
-        with every result group: results of another ``version`` are refused, and results reused after the file
-        has changed are named (the harness cannot tell whether the change alters them)."""
+        """``{"version", "module", "file", "sha256", "files"}``: the class's ``version``; its module and the file
+        that defines it, by content; ``files``: ``{module: sha256}`` of that module and the project modules it
+        imports, transitively (:func:`benchmark.core.codefiles.code_files`). Stored with every result group:
+        results of another ``version`` are refused, and results reused after one of these files has changed are
+        named (the harness cannot tell whether the change alters them)."""
         try:
             path = Path(inspect.getfile(cls))
             digest = sha256_file(path)
+            files = code_files(cls.__module__, path)
         except (TypeError, OSError):  # defined in no file (an interactive session)
-            return {"version": cls.version, "file": None, "sha256": None}
-        return {"version": cls.version, "file": path.name, "sha256": digest}
+            return {"version": cls.version, "module": cls.__module__, "file": None, "sha256": None, "files": {}}
+        return {"version": cls.version, "module": cls.__module__, "file": path.name, "sha256": digest, "files": files}
 
     def check_params(self) -> None:
         """Raise ``params_error`` for a parameter value outside its range (called when the object is built, before

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.core.atomic import atomic_write, write_text
+from benchmark.core.codefiles import code_files
 from methods.base import METHODS, Method, MethodError, NotApplicable
 from metrics import randomisation as rnd
 
@@ -48,6 +49,7 @@ from .clean import prepare
 from .context import RunContext
 from .factory import build_method
 from .maps import explain_chunk
+from .report import changed_code_files, code_change_notices
 from .store import DONE, StoreError
 
 CONVENTIONS = ("original_top1", "randomised_top1")
@@ -68,6 +70,7 @@ class SanityReport:
     not_applicable: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     layers: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # units reused although their code changed since, one line each
 
     @property
     def ok(self) -> bool:
@@ -179,7 +182,15 @@ class SanityCheck:
         return {"model": c.tag, "weights": c.cfg.weights, "weights_sha256": c.model.weights_sha256,
                 "seed": c.cfg.seed, "profile": c.profile.name,
                 "precision": c.precision, "image_size": c.profile.image_size, "method": method.id,
-                "method_params": method.params, "layers": order, "similarities": rnd.describe(), "thumb": THUMB}
+                "method_params": method.params, "layers": order, "similarities": rnd.describe(), "thumb": THUMB,
+                **({"version": method.version} if method.version != 1 else {})}  # 1: units of older harnesses
+
+    @staticmethod
+    def code(method: Method) -> dict:
+        """What computed a unit (:meth:`Parametrised.code` of the method), its ``files`` joined by those of the
+        similarity measures (:mod:`metrics.randomisation`): a unit reused after one of them changed is named."""
+        code = method.code()
+        return dict(code, files={**code["files"], **code_files(rnd.__name__, rnd.__file__)})
 
     # ------------------------------------------------------------------------------------------ run
     def run(self) -> SanityReport:
@@ -197,6 +208,8 @@ class SanityCheck:
             order = rnd.randomisation_order(c.model.net, c.profile.image_size, c.device)
             report.layers = order
             protocols = {oid: self.protocol(m, order) for oid, m in producer.items()}
+            codes = {oid: self.code(m) for oid, m in producer.items()}
+            changes: dict[str, tuple[int, tuple[str, ...]]] = {}
             for oid in producer:
                 report.computed[oid], report.already[oid], report.failed[oid] = 0, 0, {}
             for i in chosen:
@@ -206,29 +219,38 @@ class SanityCheck:
                     for conv in self.conventions:
                         path = unit_path(self.folder, name, oid, conv)
                         if path.exists():
-                            self._check_protocol(path, protocols[oid])
+                            changed = changed_code_files(self._check_protocol(path, protocols[oid]), codes[oid])
+                            if changed:
+                                changes[f"randomisation/{oid}"] = (changes.get(f"randomisation/{oid}", (0,))[0] + 1,
+                                                                   changed)
                             report.already[oid] += 1
                         else:
                             todo.setdefault(method, []).append((oid, conv))
                 if todo:
-                    self._image(i, int(targets_all[i]), todo, order, protocols, report)
+                    self._image(i, int(targets_all[i]), todo, order, protocols, codes, report)
                     report.touched.append(name)
             report.csv, report.targets_csv = self.write_csv()
             report.params_json = self.write_params(order, producer, chosen)
+            report.notices = code_change_notices(changes)
         c.progress.settle("sanity")
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _check_protocol(self, path: Path, protocol: dict) -> None:
-        stored = json.loads(str(load_unit(path)["protocol"]))
+    def _check_protocol(self, path: Path, protocol: dict) -> dict | None:
+        """The code that computed the unit at ``path`` (None for a unit of an older harness); a StoreError when its
+        protocol (seed, layers, method parameters and version, ...) is not ``protocol``."""
+        unit = load_unit(path)
+        stored = json.loads(str(unit["protocol"]))
         if stored != json.loads(json.dumps(protocol, default=str)):
             raise StoreError(f"{path} was computed with another protocol:\n  stored: {stored}\n  asked:  {protocol}\n"
                              "Use another --out folder (results of two protocols are never mixed), or remove "
-                             f"{path.parent} to recompute.")
+                             f"{path.parent}/*__{protocol['method']}__*.npz (the units of that method) to compute "
+                             "them again.")
+        return json.loads(str(unit["code"])) if "code" in unit else None
 
     @torch.no_grad()
     def _image(self, i: int, target: int, todo: dict[Method, list[tuple[str, str]]], order: list[str],
-               protocols: dict, report: SanityReport) -> None:
+               protocols: dict, codes: dict, report: SanityReport) -> None:
         """Every step for one image and the missing (map id, convention) units of each method; write the units."""
         c = self.ctx
         name = c.source.names[i]
@@ -299,7 +321,8 @@ class SanityCheck:
                 payload = {"image": np.array(name), "method": np.array(oid), "convention": np.array(conv),
                            "layers": np.array(order), "targets": u.targets, "similarities": u.sims,
                            "similarity_names": np.array(rnd.SIMILARITIES), "thumbs": np.stack(u.thumbs),
-                           "seed": np.array(c.cfg.seed), "protocol": np.array(prot)}
+                           "seed": np.array(c.cfg.seed), "protocol": np.array(prot),
+                           "code": np.array(json.dumps(codes[oid]))}
                 path = unit_path(self.folder, name, oid, conv)
                 atomic_write(path, lambda fh, p=payload: np.savez_compressed(fh, **p))
                 report.computed[oid] += 1

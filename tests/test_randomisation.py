@@ -195,6 +195,30 @@ def test_resume_computes_nothing_new(sanity_run):
     pd.testing.assert_frame_equal(pd.read_csv(again.csv), df)
 
 
+def test_a_unit_is_reused_only_by_its_version_and_named_after_its_code_changed(sanity_run, monkeypatch):
+    import json
+
+    from methods.base import METHODS
+    from runners.sanity import run_sanity, unit_path
+    from runners.store import StoreError
+
+    ctx, report, df = sanity_run
+    path = unit_path(ctx.run_dir / "randomisation", "chelsea.png", EDGE_ID, "original_top1")
+    with np.load(path, allow_pickle=False) as z:
+        unit = {k: z[k] for k in z.files}
+    code = json.loads(str(unit["code"]))
+    assert "metrics.randomisation" in code["files"] and code["version"] == 1  # the similarities' code is covered
+    changed = dict(code, files=dict(code["files"], **{"metrics.randomisation": "0" * 64}))
+    np.savez_compressed(path, **dict(unit, code=np.array(json.dumps(changed))))  # computed by other code
+    again = run_sanity(ctx, methods=[EDGE_ID])
+    assert again.computed == {EDGE_ID: 0} and again.already == {EDGE_ID: 2}
+    assert len(again.notices) == 1 and again.notices[0].startswith(
+        f"randomisation/{EDGE_ID}: 1 stored result(s) reused, computed before a change to metrics.randomisation;")
+    monkeypatch.setattr(METHODS[EDGE_ID], "version", 2)
+    with pytest.raises(StoreError, match=rf"another protocol(.|\n)*remove .*__{EDGE_ID}__\*\.npz"):
+        run_sanity(ctx, methods=[EDGE_ID])
+
+
 def test_unknown_convention_is_refused(sanity_run):
     from runners.sanity import SanityCheck
 

@@ -189,6 +189,8 @@ def print_sanity(ctx, rep) -> None:
     print("sanity check (cascading randomisation):\n" + "\n".join(rep.lines()))
     for mid, reason in rep.not_applicable.items():
         print(f"  not applicable: {mid}: {reason}")
+    for note in rep.notices:
+        print(f"  {note}")
     if rep.csv is not None:
         print(f"  {len(rep.layers)} layers randomised; similarities: {rep.csv}; classes: {rep.targets_csv}; "
               f"parameters: {rep.params_json}")

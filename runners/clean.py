@@ -8,16 +8,21 @@ replaced)."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.core.codefiles import code_files
 from benchmark.core.passes import predict
 from benchmark.data.errors import DataError
 from benchmark.data.sources import BadImage, format_bad_images
 from benchmark.data.sources import check_images as decode_all
 
 from .context import RunContext
+from .provenance import package_versions
+from .report import changed_code_files
 from .store import DONE, IMAGE_FILES, IMG_BAD, IMG_OK, H5Store
 
 
@@ -108,9 +113,53 @@ def load_chunk(ctx: RunContext, store: H5Store, rows: list[int]) -> tuple[list[i
     return good, (torch.cat(xs) if xs else None), bad
 
 
+# what every result depends on besides its method or metric: the project modules that build the model and load the
+# images (with the project files they import), and the packages that compute the results
+INPUT_MODULES = ("benchmark.models", "benchmark.data.sources", "benchmark.data.preprocessing",
+                 "benchmark.data.imagecache")
+RESULT_PACKAGES = ("torch", "torchvision", "captum", "torchcam", "numpy", "pillow", "scikit-image",
+                   "efficientnet-lite-pytorch")
+
+
+def input_code() -> dict:
+    """``{"files": {module: sha256}, "packages": {name: version}}`` of :data:`INPUT_MODULES` (transitively,
+    :func:`benchmark.core.codefiles.code_files`) and :data:`RESULT_PACKAGES`."""
+    files: dict[str, str] = {}
+    for name in INPUT_MODULES:
+        files.update(code_files(name, importlib.import_module(name).__file__))
+    versions = package_versions()
+    return {"files": dict(sorted(files.items())), "packages": {p: versions[p] for p in RESULT_PACKAGES}}
+
+
+def input_change_notice(stored: dict | None, now: dict, n_done: int) -> str | None:
+    """A line when the folder's ``n_done`` clean images were computed by other model or image-loading code, or
+    other package versions, than ``now`` (:func:`input_code`); None when they are the same or unknown (a folder
+    of an older harness)."""
+    if not stored or not n_done:
+        return None
+    files = list(changed_code_files(stored, now))
+    old = stored.get("packages") or {}
+    packages = [f"{p} {old[p]} -> {now['packages'].get(p, 'not installed')}" for p in sorted(old)
+                if old[p] != now["packages"].get(p, "not installed")]
+    if not files and not packages:
+        return None
+    shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more file(s)" if len(files) > 4 else "")
+    shown = "; ".join(s for s in (shown, ", ".join(packages)) if s)
+    return (f"the results of this folder ({n_done} image(s)) were first computed before a change to the model, "
+            f"image loading or packages that compute them ({shown}); they are reused. If the change alters them, "
+            "use another --out folder.")
+
+
 def ensure_targets(ctx: RunContext, store: H5Store, usable: list[int]) -> None:
-    """One clean forward pass per image not done yet: the explained class (top-1) and its probability."""
-    store.ensure_group("clean", {"target": ((), "i8"), "prob": ((), "f4")}, {"what": "top-1 of the clean image"})
+    """One clean forward pass per image not done yet: the explained class (top-1) and its probability. The code it
+    depends on (:func:`input_code`) is stored with the first targets; a later change of it is said (ctx.notices)."""
+    now = input_code()
+    store.ensure_group("clean", {"target": ((), "i8"), "prob": ((), "f4")},
+                       {"what": "top-1 of the clean image", "code": now})
+    notice = input_change_notice(store.group_attrs("clean").get("code"), now,
+                                 int((store.status("clean") == DONE).sum()))
+    if notice:
+        ctx.notice(notice)
     store.verify("clean", usable)  # a target failing its checksum is marked corrupt and computed again
     st = store.status("clean")
     todo = [i for i in usable if st[i] != DONE]

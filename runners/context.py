@@ -159,6 +159,19 @@ class RunContext:
         self._progress: PassProgress | None = None
         self.image_counters: dict = {}
         self.dropped: set[str] = set()  # groups --recompute has dropped in this command (never twice)
+        self.notices: list[str] = []  # lines found by the image checks, said once: by the first stage's report
+        self._noticed: set[str] = set()
+
+    def notice(self, line: str) -> None:
+        """Say ``line`` in the next stage report, once per command."""
+        if line not in self._noticed:
+            self._noticed.add(line)
+            self.notices.append(line)
+
+    def take_notices(self) -> list[str]:
+        """The lines found by the checks of :func:`runners.clean.prepare` not said yet (then none)."""
+        out, self.notices = self.notices, []
+        return out
 
     # ----------------------------------------------------------------------------------------- the model
     @property

@@ -103,6 +103,7 @@ class MapsStage:
         with ctx.lock(), ctx.open_maps() as store, ctx.image_cache():
             report.notices += drop_for_recompute(ctx, store, methods)
             usable = prepare(ctx, store)
+            report.notices += ctx.take_notices()
             for method in in_run_order(methods):
                 self.compute(method, store, usable, report)
                 ctx.progress.settle(f"maps/{method.id}")

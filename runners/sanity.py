@@ -200,6 +200,7 @@ class SanityCheck:
         methods, producer = self.make_methods(report)
         with c.lock(), c.open_maps() as maps:
             usable = prepare(c, maps)
+            report.notices += c.take_notices()
             targets_all = maps.read("clean", "target")
             clean_status = maps.status("clean")
         chosen = [i for i in usable if clean_status[i] == DONE][:self.n_images]

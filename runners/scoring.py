@@ -132,6 +132,7 @@ class MetricsStage:
         map_ids = map_ids if map_ids is not None else ctx.cfg.methods
         with ctx.lock(), ctx.open_maps() as maps, ctx.open_metrics() as store, ctx.image_cache():
             usable = prepare(ctx, maps)
+            report.notices += ctx.take_notices()
             stored = maps.groups("maps")
             method_ids = map_ids if map_ids is not None else stored
             missing = [m for m in method_ids if m not in stored]

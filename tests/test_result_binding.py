@@ -8,6 +8,7 @@
   the same name (or another ``--data``) stops the command with a message naming it.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -206,6 +207,48 @@ def test_the_code_of_a_method_covers_the_project_files_it_imports(tmp_path, monk
     after = code_files("cfpkg.main", cfpkg / "main.py")
     assert after["cfpkg.sub"] != before and {k: v for k, v in after.items() if k != "cfpkg.sub"} == \
         {k: v for k, v in found.items() if k != "cfpkg.sub"}
+
+
+def test_input_change_notice_rules():
+    from runners.clean import input_change_notice
+
+    now = {"files": {"benchmark.models.classifiers": "a" * 64, "benchmark.data.preprocessing": "b" * 64},
+           "packages": {"torch": "2.13.0", "captum": "0.8.0"}}
+    assert input_change_notice(None, now, 5) is None  # a folder of an older harness: nothing to compare
+    assert input_change_notice(now, now, 5) is None
+    old = {"files": dict(now["files"], **{"benchmark.data.preprocessing": "c" * 64}),
+           "packages": {"torch": "2.11.0", "captum": "0.8.0"}}
+    assert input_change_notice(old, now, 0) is None  # nothing stored yet
+    assert input_change_notice(old, now, 5) == (
+        "the results of this folder (5 image(s)) were first computed before a change to the model, image loading or "
+        "packages that compute them (benchmark.data.preprocessing; torch 2.11.0 -> 2.13.0); they are reused. If the "
+        "change alters them, use another --out folder.")
+
+
+def test_results_of_other_packages_or_model_code_are_named_once_per_command(tmp_path):
+    import h5py
+
+    from runners.clean import input_code
+    from runners.context import RunConfig, RunContext
+    from runners.maps import run_maps
+    from runners.scoring import run_metrics
+
+    def ctx():
+        return RunContext(RunConfig(model="efficientnet_lite0", data="demo", limit=1, methods=["gradcam"],
+                                    metrics=["insertion"], out=str(tmp_path), profile="quick", progress=False))
+
+    first = run_maps(ctx())
+    assert first.notices == []
+    stored = input_code()
+    assert {"benchmark.models.classifiers", "benchmark.data.preprocessing"} <= set(stored["files"])
+    older = dict(stored, packages=dict(stored["packages"], torch="1.0.0"))
+    with h5py.File(tmp_path / "efficientnet_lite0" / "maps.h5", "r+") as f:  # as if computed with another torch
+        f["clean"].attrs["code"] = json.dumps(older)
+    again = ctx()
+    maps, metrics = run_maps(again), run_metrics(again)
+    line = f"torch 1.0.0 -> {stored['packages']['torch']}"
+    assert [n for n in maps.all_notices() if line in n] and not [n for n in metrics.all_notices() if line in n]
+    assert maps.computed == {"gradcam": 0} and metrics.computed["insertion/gradcam"] == 1  # reused, then scored
 
 
 @pytest.fixture(scope="module")

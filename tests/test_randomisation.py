@@ -198,6 +198,8 @@ def test_resume_computes_nothing_new(sanity_run):
 def test_a_unit_is_reused_only_by_its_version_and_named_after_its_code_changed(sanity_run, monkeypatch):
     import json
 
+    import h5py
+
     from methods.base import METHODS
     from runners.sanity import run_sanity, unit_path
     from runners.store import StoreError
@@ -210,9 +212,13 @@ def test_a_unit_is_reused_only_by_its_version_and_named_after_its_code_changed(s
     assert "metrics.randomisation" in code["files"] and code["version"] == 1  # the similarities' code is covered
     changed = dict(code, files=dict(code["files"], **{"metrics.randomisation": "0" * 64}))
     np.savez_compressed(path, **dict(unit, code=np.array(json.dumps(changed))))  # computed by other code
+    with h5py.File(ctx.run_dir / "maps.h5", "r+") as f:  # and the folder's targets with another torch
+        inputs = json.loads(f["clean"].attrs["code"])
+        f["clean"].attrs["code"] = json.dumps(dict(inputs, packages=dict(inputs["packages"], torch="1.0.0")))
     again = run_sanity(ctx, methods=[EDGE_ID])
     assert again.computed == {EDGE_ID: 0} and again.already == {EDGE_ID: 2}
-    assert len(again.notices) == 1 and again.notices[0].startswith(
+    assert len(again.notices) == 2 and "(torch 1.0.0 -> " in again.notices[0]
+    assert again.notices[1].startswith(
         f"randomisation/{EDGE_ID}: 1 stored result(s) reused, computed before a change to metrics.randomisation;")
     monkeypatch.setattr(METHODS[EDGE_ID], "version", 2)
     with pytest.raises(StoreError, match=rf"another protocol(.|\n)*remove .*__{EDGE_ID}__\*\.npz"):

@@ -4,8 +4,8 @@ transitively, each by the sha256 of its bytes.
 Every ``import`` and ``from ... import`` of a module is read with :mod:`ast`, wherever it stands (module level or
 inside a function). A module counts when its source is a ``.py`` file outside the standard library and the
 installed packages (``site-packages``): this project's own modules in a checkout or an editable install, a plugin
-and the helpers next to it. Installed packages (torch, captum, ...) are named with their versions in
-``provenance.json`` instead. ``from pkg import name`` counts ``pkg.name`` when it is a module, else ``pkg``; the
+and the helpers next to it. Installed packages (torch, captum, ...) are identified by their versions instead
+(``provenance.json``, and the ``clean`` group's record of what computed a folder's results). ``from pkg import name`` counts ``pkg.name`` when it is a module, else ``pkg``; the
 ``__init__`` of the packages above a module does not count unless it is imported by name.
 """
 

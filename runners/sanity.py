@@ -232,7 +232,7 @@ class SanityCheck:
                     report.touched.append(name)
             report.csv, report.targets_csv = self.write_csv()
             report.params_json = self.write_params(order, producer, chosen)
-            report.notices += code_change_notices(changes)
+            report.notices += code_change_notices(changes, recompute=f"remove its units {self.folder}/*__<id>__*.npz")
         c.progress.settle("sanity")
         report.seconds = time.perf_counter() - t0
         return report

@@ -220,6 +220,7 @@ def test_a_unit_is_reused_only_by_its_version_and_named_after_its_code_changed(s
     assert len(again.notices) == 2 and "(torch 1.0.0 -> " in again.notices[0]
     assert again.notices[1].startswith(
         f"randomisation/{EDGE_ID}: 1 stored result(s) reused, computed before a change to metrics.randomisation;")
+    assert "or remove its units " in again.notices[1] and "--recompute" not in again.notices[1]
     monkeypatch.setattr(METHODS[EDGE_ID], "version", 2)
     with pytest.raises(StoreError, match=rf"another protocol(.|\n)*remove .*__{EDGE_ID}__\*\.npz"):
         run_sanity(ctx, methods=[EDGE_ID])

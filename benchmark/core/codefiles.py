@@ -5,8 +5,9 @@ Every ``import`` and ``from ... import`` of a module is read with :mod:`ast`, wh
 inside a function). A module counts when its source is a ``.py`` file outside the standard library and the
 installed packages (``site-packages``): this project's own modules in a checkout or an editable install, a plugin
 and the helpers next to it. Installed packages (torch, captum, ...) are identified by their versions instead
-(``provenance.json``, and the ``clean`` group's record of what computed a folder's results). ``from pkg import name`` counts ``pkg.name`` when it is a module, else ``pkg``; the
-``__init__`` of the packages above a module does not count unless it is imported by name.
+(``provenance.json``, and the ``clean`` group's record of what computed a folder's results). ``from pkg import
+name`` counts ``pkg.name`` when it is a module, else ``pkg``; the ``__init__`` of the packages above a module does
+not count unless it is imported by name.
 """
 
 from __future__ import annotations

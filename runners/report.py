@@ -37,8 +37,7 @@ class StageReport:
 
     def reused_after_change(self, group: str, n_done: int, files: tuple[str, ...]) -> None:
         """Record that ``n_done`` stored results of ``group`` are reused although ``files`` changed since."""
-        if n_done and files:
-            self.code_changes[group] = (self.code_changes.get(group, (0, ()))[0] + n_done, tuple(files))
+        add_code_change(self.code_changes, group, n_done, files)
 
     def all_notices(self) -> list[str]:
         """``notices``, then one line per set of changed code files (:func:`code_change_notices`)."""
@@ -47,6 +46,14 @@ class StageReport:
     @property
     def ok(self) -> bool:
         return not any(self.failed.values())
+
+
+def add_code_change(changes: dict[str, tuple[int, tuple[str, ...]]], group: str, n_done: int,
+                    files: tuple[str, ...]) -> None:
+    """Add ``n_done`` results of ``group`` reused although ``files`` changed to ``changes`` (group -> (results
+    reused, files)), the input of :func:`code_change_notices`; nothing when either is empty."""
+    if n_done and files:
+        changes[group] = (changes.get(group, (0, ()))[0] + n_done, tuple(files))
 
 
 def changed_code_files(stored: dict | None, code: dict) -> tuple[str, ...]:

@@ -49,7 +49,7 @@ from .clean import prepare
 from .context import RunContext
 from .factory import build_method
 from .maps import explain_chunk
-from .report import changed_code_files, code_change_notices
+from .report import add_code_change, changed_code_files, code_change_notices
 from .store import DONE, StoreError
 
 CONVENTIONS = ("original_top1", "randomised_top1")
@@ -221,9 +221,7 @@ class SanityCheck:
                         path = unit_path(self.folder, name, oid, conv)
                         if path.exists():
                             changed = changed_code_files(self._check_protocol(path, protocols[oid]), codes[oid])
-                            if changed:
-                                changes[f"randomisation/{oid}"] = (changes.get(f"randomisation/{oid}", (0,))[0] + 1,
-                                                                   changed)
+                            add_code_change(changes, f"randomisation/{oid}", 1, changed)
                             report.already[oid] += 1
                         else:
                             todo.setdefault(method, []).append((oid, conv))

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import shards as sh
+from .clean import input_change_notice, input_code
 from .context import DEFAULT_METRICS, RunContext
 from .executors import make_executor
 from .factory import build_methods, build_metric, build_metrics, in_run_order
@@ -303,11 +304,33 @@ def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
             rep.reused_after_change(group, n_done, tuple(files))
         if key in res["seconds"]:
             rep.seconds[key] = rep.seconds.get(key, 0.0) + res["seconds"][key]
+    reports["maps" if "maps" in stages else "metrics"].notices[:0] = input_notices(ctx, tasks, done)
     for key in list(reports["metrics"].computed):
         if key in reports["metrics"].not_applicable:
             reports["metrics"].computed.pop(key)
             reports["metrics"].failed.pop(key, None)
     return {"reports": reports, "errors": errors, "merged": merged, "tasks": tasks, "shard": (only, n)}
+
+
+def input_notices(ctx: RunContext, tasks: list[Task], done: dict[str, dict]) -> list[str]:
+    """The lines of :func:`runners.clean.input_change_notice` for a sharded run: finished clean shards reused (or,
+    when the run plans no clean task, the folder's ``maps.h5``) whose images were checked and classified by other
+    model or image-loading code, or other package versions, than this process has; one line per such code."""
+    sources = [t.paths().h5 for t in tasks if t.stage == "clean" and (done.get(t.key) or {}).get("skipped")]
+    if not any(t.stage == "clean" for t in tasks):
+        sources = [ctx.run_dir / "maps.h5"]
+    by_code: dict[str, int] = {}
+    for path in sources:
+        try:
+            with sh._open_shard(path) as s:
+                if s.has_group("clean") and "code" in s.f["clean"].attrs:
+                    key = json.dumps(s.group_attrs("clean")["code"], sort_keys=True)
+                    by_code[key] = by_code.get(key, 0) + int((s.status("clean") == DONE).sum())
+        except (OSError, StoreError, KeyError, ValueError):
+            continue  # unreadable: the merge says so
+    now = input_code() if by_code else {}
+    lines = (input_change_notice(json.loads(key), now, n_done) for key, n_done in by_code.items())
+    return [line for line in lines if line]
 
 
 def _shard_group_facts(path: Path, group: str) -> tuple[dict[str, str], dict | None]:

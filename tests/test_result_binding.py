@@ -251,6 +251,46 @@ def test_results_of_other_packages_or_model_code_are_named_once_per_command(tmp_
     assert maps.computed == {"gradcam": 0} and metrics.computed["insertion/gradcam"] == 1  # reused, then scored
 
 
+def test_a_sharded_run_names_clean_shards_of_other_packages_once(tmp_path):
+    """Clean shards (and the merged maps.h5) made with another torch: the sharded `run` that reuses them says so in
+    one line for both shards; a sharded `metrics` (no clean task) says it from maps.h5."""
+    import h5py
+
+    from benchmark.core.atomic import sha256_file
+    from runners.clean import input_code
+
+    def sharded(command, *extra):
+        return subprocess.run([sys.executable, "-m", "benchmark", command, "--model", "efficientnet_lite0",
+                               "--profile", "quick", "--limit", "2", "--no-progress", "--methods", "gradcam",
+                               "--metrics", "insertion", "--out", str(tmp_path), "--executor", "local",
+                               "--shards", "2", *extra], cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+    first = sharded("run")
+    assert first.returncode == 0 and "other packages" not in first.stdout, first.stderr
+    run_dir = tmp_path / "efficientnet_lite0"
+    stored = input_code()
+    older = json.dumps(dict(stored, packages=dict(stored["packages"], torch="1.0.0")))
+    changed = sorted((run_dir / "shards" / "clean").glob("*.h5")) + [run_dir / "maps.h5"]
+    assert len(changed) == 3
+    for path in changed:  # as if computed with another torch (the shards' manifests name their new bytes)
+        with h5py.File(path, "r+") as f:
+            f["clean"].attrs["code"] = older
+        manifest = path.with_suffix(".json")
+        if manifest.exists():
+            facts = json.loads(manifest.read_text())
+            manifest.write_text(json.dumps(dict(facts, sha256=sha256_file(path), size=path.stat().st_size)))
+    line = f"torch 1.0.0 -> {stored['packages']['torch']}"
+    again = sharded("run")
+    assert again.returncode == 0 and "corrupt" not in again.stdout + again.stderr, again.stderr
+    said = [row for row in again.stdout.splitlines() if line in row]
+    assert len(said) == 1 and "(2 image(s))" in said[0], again.stdout
+    metrics = sharded("metrics")
+    assert metrics.returncode == 0, metrics.stderr
+    said = [row for row in metrics.stdout.splitlines() if line in row]
+    assert len(said) == 1 and "(2 image(s))" in said[0], metrics.stdout
+
+
 @pytest.fixture(scope="module")
 def sharded_runs(tmp_path_factory):
     """The same folder, with the local executor in 2 shards: a first run (maps, insertion); one after an edit of

@@ -30,8 +30,8 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
 
 
 def check_recompute(cfg) -> None:
-    """``--recompute``: every id names a registered method or metric; not with shards (their stores are reused by
-    their configuration, not by what the folder holds)."""
+    """``--recompute``: every id names a registered method or metric; not with ``--shard k`` (one shard of a split,
+    merged later: the folder's results are dropped by a command that merges, ``runners.sharded.recompute_sharded``)."""
     if not cfg.recompute:
         return
     load_builtin_methods()
@@ -40,9 +40,9 @@ def check_recompute(cfg) -> None:
     if unknown:
         raise MethodError(f"--recompute names {unknown}: neither a method nor a metric (registered methods: "
                           f"{', '.join(sorted(METHODS))}; metrics: {', '.join(sorted(METRICS))})")
-    if cfg.sharded:
-        raise MethodError("--recompute runs in one process: drop --shards / --shard / --executor ray for that "
-                          "command (a later sharded run continues the folder)")
+    if cfg.shard:
+        raise MethodError("--recompute drops the folder's stored results, so it runs in a command that merges: "
+                          "without --shard (with --shards N, --executor ray, or in one process)")
 
 
 def check_overrides(overrides: dict[str, dict]) -> None:

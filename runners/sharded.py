@@ -25,7 +25,7 @@ def plan(ctx: RunContext, stages: tuple[str, ...], n: int, only: int | None = No
     # the driver fixes the batch size (after the memory bound) for every task, whatever memory its device has free
     cfg = dict(asdict(ctx.cfg), out=str(ctx.run_dir.parent.resolve()), progress=False,
                batch_size=ctx.resolve_batch_size(), pass_batch_size=ctx.resolve_pass_batch_size(),
-               memory_gb=None)
+               memory_gb=None, recompute=None)  # the driver drops what --recompute names, once
     cfg["plugins"] = [str(Path(p).resolve()) if Path(p).is_file() else p for p in cfg["plugins"]]
     share_context(cfg, ctx)  # the local executor's tasks share the driver's context (and its loaded model)
     splits = sh.shard_rows(ctx.indices, n, ctx.batch_size)
@@ -33,7 +33,7 @@ def plan(ctx: RunContext, stages: tuple[str, ...], n: int, only: int | None = No
     proto, names = ctx.protocol(), ctx.source.names
     threads = ctx.cfg.threads if ctx.cfg.executor == "local" else (ctx.cfg.threads or 1)
     # expect: the attributes each result group must have (checked against the folder's stores before anything runs)
-    tasks, info = [], {"not_applicable": {}, "produced": [], "splits": splits, "expect": {}}
+    tasks, info = [], {"not_applicable": {}, "produced": [], "splits": splits, "expect": {}, "outputs": {}}
 
     def shard_id(stage, name, i, extra):
         return sh.config_hash({"protocol": proto, "stage": stage, "name": name, "shard": [i, n],
@@ -51,7 +51,7 @@ def plan(ctx: RunContext, stages: tuple[str, ...], n: int, only: int | None = No
         for method in in_run_order(methods):
             if set(method.output_ids) <= covered:  # all its maps come from a method deriving several
                 continue
-            hashes = {}
+            hashes, info["outputs"][method.id] = {}, list(method.output_ids)
             for i in chosen:
                 hashes[i] = shard_id("maps", method.id, i, {"params": method.params, "clean": clean_h[i],
                                                              "outputs": list(method.output_ids),
@@ -102,7 +102,8 @@ def _version(obj) -> dict:
 def refuse_other_results(ctx: RunContext, expect: dict[str, dict]) -> None:
     """Before any task runs: a result group of the folder's ``maps.h5`` / ``metrics.h5`` that holds finished rows
     of other parameters or another ``version`` than ``expect`` (group -> attributes) is refused with the message
-    of the one-process stages (:meth:`H5Store.check_group`), not found at the merge after the shards ran."""
+    of the one-process stages (:meth:`H5Store.check_group`), not found at the merge after the shards ran (after
+    :func:`recompute_sharded` has dropped what ``--recompute`` names)."""
     for path, open_store, prefix in ((ctx.run_dir / "maps.h5", ctx.open_maps, True),
                                      (ctx.run_dir / "metrics.h5", ctx.open_metrics, False)):
         groups = {g: a for g, a in expect.items() if g.startswith("maps/") == prefix}
@@ -118,9 +119,40 @@ def refuse_other_results(ctx: RunContext, expect: dict[str, dict]) -> None:
                     if store.has_group(group):
                         store.check_group(group, attrs, ["params", "version"])
                 except StoreError as err:
-                    raise StoreError(f"{err} (--recompute runs in one process: give it to a command without "
-                                     "--shards / --shard / --executor ray; a later sharded run continues the "
-                                     "folder)") from None
+                    if not ctx.cfg.shard:
+                        raise
+                    raise StoreError(f"{err} (--recompute drops the folder's results, so it runs in a command that "
+                                     "merges: give it to one without --shard)") from None
+
+
+def recompute_sharded(ctx: RunContext, tasks: list[Task], info: dict, log=print) -> tuple[set[str], list[str]]:
+    """``--recompute`` in a sharded run (the driver merges, so it runs before any task): drop the asked groups of
+    the folder's ``maps.h5`` / ``metrics.h5`` as one process does (:func:`runners.maps.drop_for_recompute`,
+    :func:`runners.scoring.drop_values_for_recompute`), and move aside the finished shards of the asked methods and
+    metrics, and of the metrics of their maps, so they run again. Returns (the keys of those tasks, the lines)."""
+    from .maps import drop_for_recompute
+    from .scoring import drop_values_for_recompute
+
+    asked = set(ctx.cfg.recompute or ())
+    oids = {oid for mid, outs in info["outputs"].items() if mid in asked for oid in outs} | asked
+    redo = {t.key for t in tasks if (t.stage == "maps" and t.name in asked)
+            or (t.stage == "metrics" and (t.name.split("/", 1)[0] in asked or t.name.split("/", 1)[1] in oids))}
+    lines: list[str] = []
+    if (ctx.run_dir / "maps.h5").is_file() and info["outputs"]:
+        methods, _ = build_methods(ctx, [m for m in info["outputs"] if m in asked])
+        with ctx.open_maps() as store:
+            lines += drop_for_recompute(ctx, store, methods)
+    metric_keys = [t.name for t in tasks if t.stage == "metrics"]
+    if (ctx.run_dir / "metrics.h5").is_file() and metric_keys:
+        metric_ids, map_ids = (sorted({k.split("/", 1)[j] for k in metric_keys}) for j in (0, 1))
+        with ctx.open_metrics() as store:
+            lines += drop_values_for_recompute(ctx, store, metric_ids, map_ids)
+    for t in tasks:
+        if t.key in redo and t.paths().h5.exists():
+            moved = move_aside(t.paths().h5, "recompute")
+            move_aside(t.paths().manifest, "recompute")
+            log(f"--recompute: {t.paths().h5.name} moved aside to {moved.name} and computed again")
+    return redo, lines
 
 
 def _stored_map_params(ctx) -> dict[str, object]:
@@ -238,6 +270,7 @@ def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
     lock = RunLock(ctx.run_dir / "shards" / f"lock-{only}of{n}") if only is not None else RunLock(ctx.run_dir)
     with lock:
         tasks, info = plan(ctx, stages, n, only)
+        dropped = recompute_sharded(ctx, tasks, info, log)[1] if cfg.recompute else []
         refuse_other_results(ctx, info["expect"])
         done: dict[str, dict] = {}
         todo = []
@@ -304,7 +337,7 @@ def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
             rep.reused_after_change(group, n_done, tuple(files))
         if key in res["seconds"]:
             rep.seconds[key] = rep.seconds.get(key, 0.0) + res["seconds"][key]
-    reports["maps" if "maps" in stages else "metrics"].notices[:0] = input_notices(ctx, tasks, done)
+    reports["maps" if "maps" in stages else "metrics"].notices[:0] = input_notices(ctx, tasks, done) + dropped
     for key in list(reports["metrics"].computed):
         if key in reports["metrics"].not_applicable:
             reports["metrics"].computed.pop(key)

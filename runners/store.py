@@ -264,7 +264,8 @@ class H5Store:
 
         An existing group whose attributes named in ``check`` differ is refused while it holds a finished row; one
         that holds none (every row to do or failed, e.g. parameters that failed on every image) is started again
-        with the new attributes, and the return value says so (otherwise None): no result is lost.
+        with the new attributes, and the return value says so (otherwise None): no result is lost. An existing group
+        that holds no finished row takes ``attrs`` in any case (its ``code``: what computes its rows from now on).
 
         With ``attrs["storage"] == COMPACT`` the maps are stored compactly (module docstring). A key of
         :data:`ABSENT` named in ``check`` is compared even where the stored group has none (a group of an older
@@ -278,6 +279,9 @@ class H5Store:
         restarted = self.check_group(group, attrs, check) if self.has_group(group) else None
         if self.has_group(group) and restarted is None:
             g = self.f[group]
+            if not (self.status(group) == DONE).any():  # none computed yet, or all dropped (--recompute): the group
+                for key, value in attrs.items():  # takes the attributes (the code) of what computes it now
+                    g.attrs[key] = _json(value)
             if is_compact(g.attrs):  # chunks are allocated when written: reserve the rows still to do
                 todo = int((self.status(group) != DONE).sum())
                 if todo:

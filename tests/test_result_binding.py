@@ -8,11 +8,13 @@
   the same name (or another ``--data``) stops the command with a message naming it.
 """
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchmark.core.codefiles import code_files
@@ -59,11 +61,12 @@ def edited_runs(tmp_path_factory):
     steps = [("first", 1, ""), ("first_metrics", 1, ""), ("edited", 1, "  # an edit"),
              ("helper_edited", 1, "  # an edit"), ("version2", 2, "  # an edit"),
              ("recompute", 2, "  # an edit"), ("metrics_after", 2, "  # an edit"), ("recompute_metric", 2, ""),
-             ("recompute_map_values", 2, ""), ("unknown_id", 2, ""), ("dry", 2, ""), ("dry_recompute", 2, "")]
+             ("recompute_map_values", 2, ""), ("unknown_id", 2, ""), ("dry", 2, ""), ("dry_recompute", 2, ""),
+             ("recompute_same_version", 2, ""), ("after_recompute", 2, "")]
     for name, version, edit in steps:
         plugin.write_text(PLUGIN.format(version=version, edit=edit))
         (tmp / "mean_map_helper.py").write_text(HELPER.format(edit="  # an edit" if name == "helper_edited" else ""))
-        if name == "recompute":
+        if name in ("recompute", "recompute_same_version"):
             runs[name] = stage("maps", plugin, out, "--recompute", "mean_map")
         elif name == "recompute_metric":
             runs[name] = stage("metrics", plugin, out, "--metrics", "insertion", "--recompute", "insertion")
@@ -114,7 +117,6 @@ def test_another_version_is_refused_with_a_message(edited_runs):
 
 
 def test_recompute_drops_the_maps_and_their_values_then_computes_them(edited_runs):
-    import h5py
 
     assert edited_runs["first_metrics"].returncode == 0 and "insertion/mean_map: 1 computed" in \
         edited_runs["first_metrics"].stdout
@@ -124,10 +126,25 @@ def test_recompute_drops_the_maps_and_their_values_then_computes_them(edited_run
     assert "insertion/mean_map: 1 stored value(s) dropped with their maps (--recompute)" in again.stdout
     assert "mean_map: 1 computed, 0 already stored" in again.stdout
     assert "held no finished row" in again.stdout  # the group took version 2
-    with h5py.File(edited_runs["folder"] / "maps.h5", "r") as f:
-        assert f["maps/mean_map"].attrs["version"] == "2"
     after = edited_runs["metrics_after"]
     assert after.returncode == 0 and "insertion/mean_map: 1 computed, 0 already stored" in after.stdout
+
+
+def test_maps_computed_again_are_bound_to_the_code_that_computed_them(edited_runs):
+    """--recompute after an edit that kept the version: the group takes the new code, so the next run reuses its
+    maps without a word (before, the group kept the old code and every later run named a change)."""
+    import h5py
+
+    again, after = edited_runs["recompute_same_version"], edited_runs["after_recompute"]
+    assert again.returncode == 0 and "maps/mean_map: 1 stored map(s) dropped (--recompute)" in again.stdout
+    assert "mean_map: 1 computed, 0 already stored" in again.stdout and "held no finished row" not in again.stdout
+    assert after.returncode == 0 and "mean_map: 0 computed, 1 already stored" in after.stdout, after.stderr
+    assert "computed before a change" not in after.stdout, after.stdout
+    with h5py.File(edited_runs["folder"] / "maps.h5", "r") as f:
+        code = json.loads(f["maps/mean_map"].attrs["code"])
+        assert f["maps/mean_map"].attrs["version"] == "2" and code["version"] == 2
+    plugin = edited_runs["folder"].parent.parent / "mean_map.py"  # as the last step left it
+    assert code["sha256"] == hashlib.sha256(plugin.read_bytes()).hexdigest()
 
 
 def test_recompute_of_a_metric_drops_its_values_only(edited_runs):
@@ -296,7 +313,10 @@ def sharded_runs(tmp_path_factory):
     """The same folder, with the local executor in 2 shards: a first run (maps, insertion); one after an edit of
     the plugin; one after version 2; `run --recompute` in one process, then sharded again, and sharded `metrics`;
     the plugin made to give other maps (same version) and `maps --recompute`, then sharded `metrics` (its shards
-    are finished), then `metrics` in one process."""
+    are finished), then `metrics` in one process; version 3 (maps x 1.5) with `--recompute` on one shard of a
+    split (refused), then sharded, then sharded again."""
+    import h5py
+
     tmp = tmp_path_factory.mktemp("sharded")
     plugin, out = tmp / "mean_map.py", tmp / "out"
     (tmp / "mean_map_helper.py").write_text(HELPER.format(edit=""))
@@ -306,8 +326,10 @@ def sharded_runs(tmp_path_factory):
     steps = [("first", 1, "", "run", shards), ("edited", 1, edit, "run", shards), ("version2", 2, edit, "run", shards),
              ("recompute", 2, edit, "run", again), ("sharded_again", 2, edit, "run", shards),
              ("metrics_shards", 2, edit, "metrics", shards), ("other_maps", 2, " * 2", "maps", again),
-             ("sharded_metrics", 2, " * 2", "metrics", shards), ("metrics", 2, " * 2", "metrics", [])]
-    runs = {}
+             ("sharded_metrics", 2, " * 2", "metrics", shards), ("metrics", 2, " * 2", "metrics", []),
+             ("one_shard_recompute", 3, " * 3", "run", ["--shard", "0/2", *again]),
+             ("sharded_recompute", 3, " * 3", "run", [*shards, *again]), ("after", 3, " * 3", "run", shards)]
+    runs, maps = {}, {}
     for name, version, edit, command, extra in steps:
         plugin.write_text(PLUGIN.format(version=version, edit=edit))
         metrics = ["--metrics", "insertion"] if command != "maps" else []
@@ -315,6 +337,9 @@ def sharded_runs(tmp_path_factory):
             [sys.executable, "-m", "benchmark", command, "--model", "efficientnet_lite0", "--profile", "quick",
              "--limit", "2", "--no-progress", "--plugin", str(plugin), "--methods", "mean_map", "--out", str(out),
              *metrics, *extra], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+        with h5py.File(out / "efficientnet_lite0" / "maps.h5", "r") as f:  # the merged maps after each step
+            maps[name] = (f["maps/mean_map/map"][()], f["maps/mean_map/status"][()], dict(f["maps/mean_map"].attrs))
+    runs["maps"], runs["folder"] = maps, out / "efficientnet_lite0"
     return runs
 
 
@@ -325,7 +350,7 @@ def test_sharded_runs_name_an_edit_and_refuse_another_version_before_running(sha
     assert "maps/mean_map: 2 stored result(s) reused, computed before a change to mean_map.py;" in edited.stdout
     assert v2.returncode == 2 and "Traceback" not in v2.stderr, v2.stderr
     assert "computed by version 1 of its code; this is version 2" in v2.stderr
-    assert "give it to a command without --shards" in v2.stderr
+    assert "add --recompute mean_map to drop its stored results" in v2.stderr
     assert "task(s) in 2 shard(s)" not in v2.stdout + v2.stderr  # refused before any shard ran
 
 
@@ -385,3 +410,26 @@ def test_an_image_replaced_under_its_name_stops_the_command_and_loses_nothing(ph
     restored = run_cli("metrics", *args, "--metrics", "insertion")
     assert restored.returncode == 0, restored.stderr
     assert "insertion/gradcam: 2 computed, 0 already stored, 0 failed" in restored.stdout
+
+
+def test_recompute_in_a_sharded_run_drops_and_computes_again(sharded_runs):
+    one = sharded_runs["one_shard_recompute"]
+    assert one.returncode == 2 and "Traceback" not in one.stderr, one.stderr
+    assert "--recompute drops the folder's stored results, so it runs in a command that merges" in one.stderr
+    run = sharded_runs["sharded_recompute"]
+    assert run.returncode == 0, run.stderr
+    log = run.stdout + run.stderr
+    assert "maps/mean_map: 2 stored map(s) dropped (--recompute)" in log
+    assert "insertion/mean_map: 2 stored value(s) dropped with their maps (--recompute)" in log
+    for shard in ("mean_map-0of2.h5", "mean_map-1of2.h5", "insertion__mean_map-0of2.h5"):
+        assert f"--recompute: {shard} moved aside to {shard}.recompute-" in log
+    assert "mean_map: 2 computed, 0 already stored" in run.stdout
+    assert "insertion/mean_map: 2 computed, 0 already stored" in run.stdout
+    (old, old_status, old_attrs), (new, status, attrs) = sharded_runs["maps"]["metrics"], \
+        sharded_runs["maps"]["sharded_recompute"]
+    assert list(old_status) == list(status) == [1, 1, 0, 0, 0]  # --limit 2 of the 5 demo photos: done, to do
+    assert old_attrs["version"] == "2" and attrs["version"] == "3"  # the merged group took the new code
+    assert np.allclose(new[:2], 1.5 * old[:2], rtol=1e-6, atol=0)  # x 3 where they were x 2: both computed again
+    after = sharded_runs["after"]
+    assert after.returncode == 0 and "mean_map: 0 computed, 2 already stored" in after.stdout, after.stderr
+    assert "computed before a change" not in after.stdout and "moved aside" not in after.stdout + after.stderr

@@ -225,6 +225,19 @@ def test_the_code_of_a_method_covers_the_project_files_it_imports(tmp_path, monk
     assert after["cfpkg.sub"] != before and {k: v for k, v in after.items() if k != "cfpkg.sub"} == \
         {k: v for k, v in found.items() if k != "cfpkg.sub"}
 
+    lazypkg = tmp_path / "lazypkg"  # names loaded on first use (module __getattr__): which module is not written
+    (lazypkg / "inner").mkdir(parents=True)
+    (lazypkg / "__init__.py").write_text("import importlib\n\ndef __getattr__(name):\n"
+                                         "    return getattr(importlib.import_module(f'lazypkg.{name}_impl'), name)\n")
+    (lazypkg / "resize_impl.py").write_text("def resize(x):\n    return x\n")
+    (lazypkg / "inner" / "__init__.py").write_text("")
+    (cfpkg / "user.py").write_text("from lazypkg import resize\n")
+    assert sorted(code_files("cfpkg.user", cfpkg / "user.py")) == ["cfpkg.user", "lazypkg", "lazypkg.inner",
+                                                                   "lazypkg.resize_impl"]
+    (cfpkg / "user2.py").write_text("from benchmark.data import preprocess\n")  # the project's own lazy package
+    assert {"benchmark.data", "benchmark.data.preprocessing", "benchmark.data.sources"} <= \
+        set(code_files("cfpkg.user2", cfpkg / "user2.py"))
+
 
 def test_input_change_notice_rules():
     from runners.clean import input_change_notice

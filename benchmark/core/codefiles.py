@@ -7,7 +7,9 @@ installed packages (``site-packages``): this project's own modules in a checkout
 and the helpers next to it. Installed packages (torch, captum, ...) are identified by their versions instead
 (``provenance.json``, and the ``clean`` group's record of what computed a folder's results). ``from pkg import
 name`` counts ``pkg.name`` when it is a module, else ``pkg``; the ``__init__`` of the packages above a module does
-not count unless it is imported by name.
+not count unless it is imported by name. A package whose ``__init__`` loads its names on first use (a module-level
+``__getattr__``, as :mod:`benchmark.data`) counts all its modules, since which one a name comes from is not
+written in an import.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ def _imported_names(path: str, module: str) -> set[str]:
     tree = ast.parse(Path(path).read_bytes(), filename=path)
     package = module if Path(path).name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
+    if Path(path).name == "__init__.py" and any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+                                                for node in tree.body):  # lazy exports: every module of the package
+        folder = Path(path).parent
+        names.update(f"{module}.{p.stem}" for p in folder.glob("*.py") if p.name != "__init__.py")
+        names.update(f"{module}.{p.parent.name}" for p in folder.glob("*/__init__.py"))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

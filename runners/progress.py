@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
 from tqdm.auto import tqdm
 
 from benchmark.core.hooks import Hooks
@@ -24,11 +23,11 @@ from benchmark.core.hooks import Hooks
 
 class PassProgress:
     """The pass-counting hook of one network and the bars it advances (none when ``enabled`` is False).
-    ``net``: the network, or a function giving it (called when an item first needs it: settling an item loads no
+    ``get_net``: a function giving the network, called when an item first needs it (settling an item loads no
     model)."""
 
-    def __init__(self, net, enabled: bool = True):
-        self._net, self.enabled = net, enabled
+    def __init__(self, get_net, enabled: bool = True):
+        self._get_net, self.enabled = get_net, enabled
         self.run_bar = None
         self.item_bar = None
         self.item_key: str | None = None
@@ -37,7 +36,7 @@ class PassProgress:
 
     @property
     def net(self):
-        return self._net() if callable(self._net) and not isinstance(self._net, torch.nn.Module) else self._net
+        return self._get_net()
 
     def _count(self, _module, inputs) -> None:
         n = int(inputs[0].shape[0]) if inputs and hasattr(inputs[0], "shape") else 0

@@ -91,7 +91,7 @@ def test_run_bar_total_becomes_what_each_item_ran():
     from runners.progress import PassProgress
 
     net = torch.nn.Linear(3, 2)
-    progress = PassProgress(net)
+    progress = PassProgress(lambda: net)
     with progress.run({"a": 10, "b": 5, "c": 2}) as bar:
         assert bar.total == 17
         with progress.item("a", 10, 1, key="a"):

@@ -24,6 +24,7 @@ from .clean import load_chunk, prepare
 from .context import RunContext
 from .factory import build_methods, in_run_order
 from .report import StageReport, changed_code_files
+from .scoring import drop_values
 from .store import DONE, H5Store
 
 
@@ -66,7 +67,7 @@ def bad_maps(maps: np.ndarray) -> dict[int, str]:
 
 def drop_for_recompute(ctx: RunContext, store: H5Store, methods: list[Method]) -> list[str]:
     """``--recompute``: drop the stored maps of the asked methods (every output id) and every metric value of those
-    maps, once per command; one line per dropped group."""
+    maps, with their CSV files (:func:`runners.scoring.drop_values`), once per command; one line per dropped group."""
     asked = set(ctx.cfg.recompute or ())
     oids = [oid for m in methods if m.id in asked for oid in m.output_ids if f"maps/{oid}" not in ctx.dropped]
     if not oids:
@@ -83,9 +84,10 @@ def drop_for_recompute(ctx: RunContext, store: H5Store, methods: list[Method]) -
                 for oid in oids:
                     key = f"{metric}/{oid}"
                     ctx.dropped.add(key)
-                    n = metrics.drop(key)
+                    n, kept = drop_values(ctx, metrics, key)
                     if n:
                         lines.append(f"{key}: {n} stored value(s) dropped with their maps (--recompute)")
+                    lines += [kept] if kept and n else []
     return lines
 
 

@@ -20,7 +20,7 @@ import torch
 
 from benchmark.core.csvfiles import metric_csv_paths, write_curves, write_values
 from methods.base import NotApplicable
-from metrics.base import Metric
+from metrics.base import METRICS, Metric
 
 from .clean import load_chunk, prepare
 from .context import RunContext
@@ -42,6 +42,22 @@ def stale_rows(store: H5Store, key: str, usable: list[int], map_status: np.ndarr
     return [i for i in usable if status[i] == DONE and map_status[i] == DONE and scored[i] != map_crc[i]]
 
 
+def drop_values(ctx: RunContext, store: H5Store, key: str) -> tuple[int, str | None]:
+    """Mark the values of ``key`` (``<metric>/<map id>``) to do (:meth:`H5Store.drop`) and remove its CSV files,
+    so the tables never show values the folder no longer holds (a command killed before they are scored again
+    leaves none). Returns (how many were done, a line when the CSV files could not be named: a metric not loaded)."""
+    n = store.drop(key)
+    metric_id, mid = key.split("/", 1)
+    if metric_id not in METRICS:
+        return n, (f"{key}: its CSV files in {ctx.run_dir / 'csv'} were kept (metric {metric_id!r} is not loaded: "
+                   "give its --plugin); they hold the dropped values until it is scored again")
+    cls = METRICS[metric_id]
+    for path in metric_csv_paths(ctx.run_dir / "csv", ctx.tag, cls.csv_prefix, mid, cls.has_curve):
+        if path is not None:
+            path.unlink(missing_ok=True)
+    return n, None
+
+
 def drop_values_for_recompute(ctx: RunContext, store: H5Store, metric_ids: list[str], map_ids: list[str]) -> list[str]:
     """``--recompute``: drop the stored values of an asked metric (on every map id of this stage) or of an asked map
     id (every metric of this stage), once per command (``run``'s maps stage may have dropped them already)."""
@@ -53,8 +69,10 @@ def drop_values_for_recompute(ctx: RunContext, store: H5Store, metric_ids: list[
             if key in ctx.dropped or not {metric_id, mid} & asked:
                 continue
             ctx.dropped.add(key)
-            if n := store.drop(key):
+            n, kept = drop_values(ctx, store, key)
+            if n:
                 lines.append(f"{key}: {n} stored value(s) dropped (--recompute)")
+            lines += [kept] if kept and n else []
     return lines
 
 

@@ -81,6 +81,7 @@ def edited_runs(tmp_path_factory):
             runs[name] = stage("metrics", plugin, out, "--metrics", "insertion")
         else:
             runs[name] = stage("maps", plugin, out)
+        runs[f"csv_{name}"] = sorted(p.name for p in (out / "efficientnet_lite0" / "csv").glob("ins_*.csv"))
     runs["folder"] = out / "efficientnet_lite0"
     return runs
 
@@ -126,6 +127,9 @@ def test_recompute_drops_the_maps_and_their_values_then_computes_them(edited_run
     assert "insertion/mean_map: 1 stored value(s) dropped with their maps (--recompute)" in again.stdout
     assert "mean_map: 1 computed, 0 already stored" in again.stdout
     assert "held no finished row" in again.stdout  # the group took version 2
+    csv = ["ins_auc_efficientnet_lite0_mean_map.csv", "ins_details_efficientnet_lite0_mean_map.csv"]
+    assert edited_runs["csv_first_metrics"] == csv  # the values of the dropped maps leave the tables with them:
+    assert edited_runs["csv_recompute"] == [] and edited_runs["csv_metrics_after"] == csv  # until scored again
     after = edited_runs["metrics_after"]
     assert after.returncode == 0 and "insertion/mean_map: 1 computed, 0 already stored" in after.stdout
 

@@ -82,12 +82,7 @@ def drop_for_recompute(ctx: RunContext, store: H5Store, methods: list[Method]) -
         with ctx.open_metrics() as metrics:
             for metric in [k for k in metrics.f if isinstance(metrics.f[k], h5py.Group) and k != "clean"]:
                 for oid in oids:
-                    key = f"{metric}/{oid}"
-                    ctx.dropped.add(key)
-                    n, kept = drop_values(ctx, metrics, key)
-                    if n:
-                        lines.append(f"{key}: {n} stored value(s) dropped with their maps (--recompute)")
-                    lines += [kept] if kept and n else []
+                    lines += drop_values(ctx, metrics, f"{metric}/{oid}", " with their maps")
     return lines
 
 

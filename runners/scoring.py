@@ -42,20 +42,24 @@ def stale_rows(store: H5Store, key: str, usable: list[int], map_status: np.ndarr
     return [i for i in usable if status[i] == DONE and map_status[i] == DONE and scored[i] != map_crc[i]]
 
 
-def drop_values(ctx: RunContext, store: H5Store, key: str) -> tuple[int, str | None]:
-    """Mark the values of ``key`` (``<metric>/<map id>``) to do (:meth:`H5Store.drop`) and remove its CSV files,
-    so the tables never show values the folder no longer holds (a command killed before they are scored again
-    leaves none). Returns (how many were done, a line when the CSV files could not be named: a metric not loaded)."""
+def drop_values(ctx: RunContext, store: H5Store, key: str, why: str = "") -> list[str]:
+    """``--recompute``: mark the values of ``key`` (``<metric>/<map id>``) to do (:meth:`H5Store.drop`), once per
+    command, and remove its CSV files, so the tables never show values the folder no longer holds (a command killed
+    before they are scored again leaves none). Returns the lines to say (none when nothing was stored)."""
+    ctx.dropped.add(key)
     n = store.drop(key)
+    if not n:
+        return []
+    lines = [f"{key}: {n} stored value(s) dropped{why} (--recompute)"]
     metric_id, mid = key.split("/", 1)
     if metric_id not in METRICS:
-        return n, (f"{key}: its CSV files in {ctx.run_dir / 'csv'} were kept (metric {metric_id!r} is not loaded: "
-                   "give its --plugin); they hold the dropped values until it is scored again")
+        return lines + [f"{key}: its CSV files in {ctx.run_dir / 'csv'} were kept (metric {metric_id!r} is not "
+                        "loaded: give its --plugin); they hold the dropped values until it is scored again"]
     cls = METRICS[metric_id]
     for path in metric_csv_paths(ctx.run_dir / "csv", ctx.tag, cls.csv_prefix, mid, cls.has_curve):
         if path is not None:
             path.unlink(missing_ok=True)
-    return n, None
+    return lines
 
 
 def drop_values_for_recompute(ctx: RunContext, store: H5Store, metric_ids: list[str], map_ids: list[str]) -> list[str]:
@@ -68,11 +72,7 @@ def drop_values_for_recompute(ctx: RunContext, store: H5Store, metric_ids: list[
             key = f"{metric_id}/{mid}"
             if key in ctx.dropped or not {metric_id, mid} & asked:
                 continue
-            ctx.dropped.add(key)
-            n, kept = drop_values(ctx, store, key)
-            if n:
-                lines.append(f"{key}: {n} stored value(s) dropped (--recompute)")
-            lines += [kept] if kept and n else []
+            lines += drop_values(ctx, store, key)
     return lines
 
 

@@ -50,7 +50,7 @@ from .context import RunContext
 from .factory import build_method
 from .maps import explain_chunk
 from .report import add_code_change, changed_code_files, code_change_notices
-from .store import DONE, StoreError
+from .store import DONE, StoreError, move_aside
 
 CONVENTIONS = ("original_top1", "randomised_top1")
 COLUMNS = ("image", "method", "convention", "step", "layer") + rnd.SIMILARITIES
@@ -208,6 +208,7 @@ class SanityCheck:
         with c.lock():
             order = rnd.randomisation_order(c.model.net, c.profile.image_size, c.device)
             report.layers = order
+            report.notices += self.drop_for_recompute(producer)
             protocols = {oid: self.protocol(m, order) for oid, m in producer.items()}
             codes = {oid: self.code(m) for oid, m in producer.items()}
             changes: dict[str, tuple[int, tuple[str, ...]]] = {}
@@ -230,10 +231,27 @@ class SanityCheck:
                     report.touched.append(name)
             report.csv, report.targets_csv = self.write_csv()
             report.params_json = self.write_params(order, producer, chosen)
-            report.notices += code_change_notices(changes, recompute=f"remove its units {self.folder}/*__<id>__*.npz")
+            report.notices += code_change_notices(changes)
         c.progress.settle("sanity")
         report.seconds = time.perf_counter() - t0
         return report
+
+    def drop_for_recompute(self, producer: dict[str, Method]) -> list[str]:
+        """``--recompute``: the stored units of the asked methods (by method or output id) are moved aside as
+        ``<unit>.recompute-<time>-<pid>`` (never read again) and computed again, once per command; a line each."""
+        asked, lines = set(self.ctx.cfg.recompute or ()), []
+        for oid, method in producer.items():
+            key = f"randomisation/{oid}"
+            if key in self.ctx.dropped or not {oid, method.id} & asked:
+                continue
+            self.ctx.dropped.add(key)
+            units = [p for p in sorted(self.folder.glob("*.npz"))
+                     if any(p.name.endswith(f"__{oid}__{conv}.npz") for conv in CONVENTIONS)]
+            for path in units:
+                move_aside(path, "recompute")
+            if units:
+                lines.append(f"{key}: {len(units)} stored unit(s) moved aside (--recompute)")
+        return lines
 
     def _check_protocol(self, path: Path, protocol: dict) -> dict | None:
         """The code that computed the unit at ``path`` (None for a unit of an older harness); a StoreError when its
@@ -242,9 +260,8 @@ class SanityCheck:
         stored = json.loads(str(unit["protocol"]))
         if stored != json.loads(json.dumps(protocol, default=str)):
             raise StoreError(f"{path} was computed with another protocol:\n  stored: {stored}\n  asked:  {protocol}\n"
-                             "Use another --out folder (results of two protocols are never mixed), or remove "
-                             f"{path.parent}/*__{protocol['method']}__*.npz (the units of that method) to compute "
-                             "them again.")
+                             "Use another --out folder (results of two protocols are never mixed), or add "
+                             f"--recompute {protocol['method']} to compute the units of that method again.")
         return json.loads(str(unit["code"])) if "code" in unit else None
 
     @torch.no_grad()

@@ -220,10 +220,20 @@ def test_a_unit_is_reused_only_by_its_version_and_named_after_its_code_changed(s
     assert len(again.notices) == 2 and "(torch 1.0.0 -> " in again.notices[0]
     assert again.notices[1].startswith(
         f"randomisation/{EDGE_ID}: 1 stored result(s) reused, computed before a change to metrics.randomisation;")
-    assert "or remove its units " in again.notices[1] and "--recompute" not in again.notices[1]
+    assert "or add --recompute with its id" in again.notices[1]
     monkeypatch.setattr(METHODS[EDGE_ID], "version", 2)
-    with pytest.raises(StoreError, match=rf"another protocol(.|\n)*remove .*__{EDGE_ID}__\*\.npz"):
+    with pytest.raises(StoreError, match=rf"another protocol(.|\n)*add --recompute {EDGE_ID} to compute"):
         run_sanity(ctx, methods=[EDGE_ID])
+    monkeypatch.setattr(ctx.cfg, "recompute", [EDGE_ID])  # --recompute: its units moved aside, computed again
+    monkeypatch.setattr(ctx, "dropped", set())
+    redone = run_sanity(ctx, methods=[EDGE_ID])
+    assert redone.computed == {EDGE_ID: 2} and redone.already == {EDGE_ID: 0}
+    assert f"randomisation/{EDGE_ID}: 2 stored unit(s) moved aside (--recompute)" in redone.notices
+    with np.load(path, allow_pickle=False) as z:
+        assert json.loads(str(z["protocol"]))["version"] == 2
+    assert len(list(path.parent.glob(f"{path.name}.recompute-*"))) == 1  # the old unit kept, never read again
+    monkeypatch.setattr(ctx, "dropped", set())
+    assert run_sanity(ctx, methods=["gradcam"]).computed == {"gradcam": 0}  # another method's units stay
 
 
 def test_unknown_convention_is_refused(sanity_run):

@@ -31,7 +31,8 @@ COMMANDS = [
             ("run", "methods", "metrics", "dry_run", "recompute", "scale")),
     Command("sanity", "cascading-randomisation sanity check: maps of every method on the network randomised layer "
             "by layer from the top, their similarity to the trained one (CSV, figures)",
-            "benchmark.cli.stages:cmd_sanity", ("run", "methods"), "benchmark.cli.stages:sanity_arguments"),
+            "benchmark.cli.stages:cmd_sanity", ("run", "methods", "recompute"),
+            "benchmark.cli.stages:sanity_arguments"),
     Command("perf", "images/s, passes/s and efficiency of methods and metrics against the model's limit, and the "
             "speed-up over the peer libraries (JSON with --out)", "benchmark.cli.perf:cmd_perf",
             ("run", "methods", "metrics"), "benchmark.cli.perf:perf_arguments",

@@ -76,8 +76,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                                                "never mixed in one store")),
     "recompute": (("--recompute",), dict(default=None, metavar="IDS", help="comma-separated method or metric ids "
                                          "whose stored results in this folder are dropped and computed again (a "
-                                         "method: its maps, variants included, and every metric value of them; a "
-                                         "metric: all its values), e.g. after raising a method's version")),
+                                         "method: its maps, variants included, every metric value of them and its "
+                                         "sanity-check units; a metric: all its values), e.g. after raising a "
+                                         "method's version")),
     "no_progress": (("--no-progress",), dict(action="store_true", help="no progress bars")),
     "dry_run": (("--dry-run",), dict(action="store_true", help="print the model passes of each stage and an ETA "
                                      "from a short calibration of the model, then stop")),

@@ -133,13 +133,15 @@ def recompute_sharded(ctx: RunContext, tasks: list[Task], info: dict, log=print)
     from .maps import drop_for_recompute
     from .scoring import drop_values_for_recompute
 
-    asked = set(ctx.cfg.recompute or ())
-    oids = {oid for mid, outs in info["outputs"].items() if mid in asked for oid in outs} | asked
-    redo = {t.key for t in tasks if (t.stage == "maps" and t.name in asked)
+    asked, outputs = set(ctx.cfg.recompute or ()), info["outputs"]  # producer method id -> its output ids
+    # an asked id: a producer (all its outputs), or one of its outputs (a variant, such as pcamp of pcampm)
+    oids = {oid for mid, outs in outputs.items() if mid in asked for oid in outs} | asked
+    redo = {t.key for t in tasks if (t.stage == "maps" and (t.name in asked or set(outputs[t.name]) & asked))
             or (t.stage == "metrics" and (t.name.split("/", 1)[0] in asked or t.name.split("/", 1)[1] in oids))}
     lines: list[str] = []
-    if (ctx.run_dir / "maps.h5").is_file() and info["outputs"]:
-        methods, _ = build_methods(ctx, [m for m in info["outputs"] if m in asked])
+    ids = sorted(asked & (set(outputs) | {oid for outs in outputs.values() for oid in outs}))
+    if (ctx.run_dir / "maps.h5").is_file() and ids:
+        methods, _ = build_methods(ctx, ids)
         with ctx.open_maps() as store:
             lines += drop_for_recompute(ctx, store, methods)
     metric_keys = [t.name for t in tasks if t.stage == "metrics"]

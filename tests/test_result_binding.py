@@ -450,3 +450,63 @@ def test_recompute_in_a_sharded_run_drops_and_computes_again(sharded_runs):
     after = sharded_runs["after"]
     assert after.returncode == 0 and "mean_map: 0 computed, 2 already stored" in after.stdout, after.stderr
     assert "computed before a change" not in after.stdout and "moved aside" not in after.stdout + after.stderr
+
+
+VARIANT_PLUGIN = '''
+from methods import Method, register_method
+
+
+@register_method
+class BothMaps(Method):
+    id = "both_maps"
+    family = "plugin"
+    citation = "test plugin"
+    variants = ("half_map",)
+
+    def explain(self, model, x, targets):
+        m = x.mean(1)
+        return {{"both_maps": m, "half_map": m * {half}}}
+
+
+@register_method
+class HalfMap(Method):
+    id = "half_map"
+    family = "plugin"
+    citation = "test plugin"
+
+    def explain(self, model, x, targets):
+        return x.mean(1) * {half}
+'''
+
+
+def test_recompute_of_a_variant_in_a_sharded_run_computes_it_again(tmp_path):
+    """`--recompute half_map` in a sharded run, where half_map is a variant of both_maps (as pcamp of pcampm) and
+    has no task of its own: its maps are dropped and its producer's shards run again; both_maps keeps its maps."""
+    import h5py
+
+    plugin, out = tmp_path / "variant_maps.py", tmp_path / "out"
+
+    def sharded(half, *extra):
+        plugin.write_text(VARIANT_PLUGIN.format(half=half))
+        return subprocess.run([sys.executable, "-m", "benchmark", "maps", "--model", "efficientnet_lite0",
+                               "--profile", "quick", "--limit", "2", "--no-progress", "--plugin", str(plugin),
+                               "--methods", "both_maps,half_map", "--out", str(out), "--executor", "local",
+                               "--shards", "2", *extra], cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}"))
+
+    def stored():
+        with h5py.File(out / "efficientnet_lite0" / "maps.h5", "r") as f:
+            return {m: f[f"maps/{m}/map"][:2] for m in ("both_maps", "half_map")}
+
+    first = sharded("0.5")
+    assert first.returncode == 0, first.stderr
+    before = stored()
+    assert np.allclose(before["half_map"], 0.5 * before["both_maps"], rtol=1e-6, atol=0)
+    again = sharded("0.25", "--recompute", "half_map")
+    assert again.returncode == 0, again.stderr
+    log = again.stdout + again.stderr
+    assert "maps/half_map: 2 stored map(s) dropped (--recompute)" in log and "maps/both_maps" not in log
+    assert "--recompute: both_maps-0of2.h5 moved aside" in log
+    after = stored()
+    assert np.array_equal(after["both_maps"], before["both_maps"])  # not asked: kept
+    assert np.allclose(after["half_map"], 0.5 * before["half_map"], rtol=1e-6, atol=0)  # x 0.25: computed again

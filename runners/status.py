@@ -26,6 +26,7 @@ from . import store as store_mod
 from .store import CORRUPT, DONE, FAILED, IMG_BAD
 
 SHOW_REASONS = 3
+MOVED_ASIDE = ("corrupt", "stale", "recompute")  # why a file was moved aside (runners.store.move_aside), by name
 
 
 def find_run_dirs(folder: Path, depth: int = 3) -> list[Path]:
@@ -149,7 +150,7 @@ def _shard_lines(run_dir: Path, verify: bool) -> tuple[list[str], int]:
             if state != "done":
                 notes.append(f"{state}: {why}")
         parts = sorted(folder.glob("*.h5.part"))
-        aside = sorted(p for p in folder.iterdir() if ".corrupt-" in p.name or ".stale-" in p.name)
+        aside = sorted(p for p in folder.iterdir() if any(f".{why}-" in p.name for why in MOVED_ASIDE))
         failed = sorted(folder.glob("*.failed.json"))
         lines.append(f"    {stage}: {states['done']} finished, {len(parts)} in progress or interrupted, "
                      f"{states['corrupt']} corrupt, {len(failed)} failed, {len(aside)} file(s) moved aside")

@@ -450,6 +450,9 @@ def test_recompute_in_a_sharded_run_drops_and_computes_again(sharded_runs):
     after = sharded_runs["after"]
     assert after.returncode == 0 and "mean_map: 0 computed, 2 already stored" in after.stdout, after.stderr
     assert "computed before a change" not in after.stdout and "moved aside" not in after.stdout + after.stderr
+    status = subprocess.run([sys.executable, "-m", "benchmark", "status", str(sharded_runs["folder"])], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert "moved aside: mean_map-0of2.h5.recompute-" in status.stdout, status.stdout + status.stderr
 
 
 VARIANT_PLUGIN = '''

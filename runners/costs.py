@@ -129,9 +129,12 @@ class Stored:
         return int(todo[self.rows].sum())
 
     def sanity_left(self, output_ids: list[str], n: int) -> int:
-        """Of the first ``n`` images, those missing a randomisation unit of ``output_ids`` (either convention)."""
+        """Of the first ``n`` images, those missing a randomisation unit of ``output_ids`` (either convention); all
+        of them when ``--recompute`` names one of the ids (its units are computed again)."""
         folder: Path = self.ctx.run_dir / "randomisation"
         names = [self.ctx.source.names[i] for i in self.rows[:n]]
+        if set(output_ids) & self.again:
+            return len(names)
         return sum(any(not unit_path(folder, name, oid, conv).exists() for oid in output_ids for conv in CONVENTIONS)
                    for name in names)
 

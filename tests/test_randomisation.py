@@ -195,6 +195,16 @@ def test_resume_computes_nothing_new(sanity_run):
     pd.testing.assert_frame_equal(pd.read_csv(again.csv), df)
 
 
+
+def test_the_dry_run_counts_the_units_left_and_those_recompute_drops(sanity_run, monkeypatch):
+    from runners.costs import Stored
+
+    ctx = sanity_run[0]
+    assert Stored(ctx).sanity_left(["gradcam"], 1) == 0  # stored: nothing left
+    monkeypatch.setattr(ctx.cfg, "recompute", ["gradcam"])
+    assert Stored(ctx).sanity_left(["gradcam"], 1) == 1 and Stored(ctx).sanity_left([EDGE_ID], 1) == 0
+
+
 def test_a_unit_is_reused_only_by_its_version_and_named_after_its_code_changed(sanity_run, monkeypatch):
     import json
 

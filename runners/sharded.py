@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from . import shards as sh
 from .clean import input_change_notice, input_code
 from .context import DEFAULT_METRICS, RunContext
@@ -348,23 +350,26 @@ def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
 
 
 def input_notices(ctx: RunContext, tasks: list[Task], done: dict[str, dict]) -> list[str]:
-    """The lines of :func:`runners.clean.input_change_notice` for a sharded run: finished clean shards reused (or,
-    when the run plans no clean task, the folder's ``maps.h5``) whose images were checked and classified by other
-    model or image-loading code, or other package versions, than this process has; one line per such code."""
-    sources = [t.paths().h5 for t in tasks if t.stage == "clean" and (done.get(t.key) or {}).get("skipped")]
-    if not any(t.stage == "clean" for t in tasks):
-        sources = [ctx.run_dir / "maps.h5"]
-    by_code: dict[str, int] = {}
+    """The lines of :func:`runners.clean.input_change_notice` for a sharded run: the images of the folder's
+    ``maps.h5`` and of the finished clean shards it reuses that were checked and classified by other model or
+    image-loading code, or other package versions, than this process has; one line per such code, counting each
+    image once (a merged shard's images are in both)."""
+    sources = [ctx.run_dir / "maps.h5"]
+    sources += [t.paths().h5 for t in tasks if t.stage == "clean" and (done.get(t.key) or {}).get("skipped")]
+    by_code: dict[str, set[str]] = {}
     for path in sources:
+        if not path.is_file():
+            continue
         try:
             with sh._open_shard(path) as s:
                 if s.has_group("clean") and "code" in s.f["clean"].attrs:
                     key = json.dumps(s.group_attrs("clean")["code"], sort_keys=True)
-                    by_code[key] = by_code.get(key, 0) + int((s.status("clean") == DONE).sum())
+                    rows = np.flatnonzero(s.status("clean") == DONE)
+                    by_code.setdefault(key, set()).update(s.names[i] for i in rows)
         except (OSError, StoreError, KeyError, ValueError):
             continue  # unreadable: the merge says so
     now = input_code() if by_code else {}
-    lines = (input_change_notice(json.loads(key), now, n_done) for key, n_done in by_code.items())
+    lines = (input_change_notice(json.loads(key), now, len(names)) for key, names in by_code.items())
     return [line for line in lines if line]
 
 

@@ -219,10 +219,12 @@ def test_the_code_of_a_method_covers_the_project_files_it_imports(tmp_path, monk
                                    "    from cfpkg.lazy import h  # imported inside a function: counted too\n")
     (cfpkg / "sub.py").write_text("X = 1\n")
     (cfpkg / "util.py").write_text("from cfpkg import sub\n\ndef f():\n    return sub.X\n")
-    (cfpkg / "lazy.py").write_text("def h():\n    return 2\n")
+    (cfpkg / "lazy.py").write_text("import importlib\n\ndef h():\n    importlib.import_module('cfpkg.dyn')\n"
+                                    "    importlib.import_module(f'cfpkg.{h.__name__}')  # computed: not followed\n")
+    (cfpkg / "dyn.py").write_text("Y = 3\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     found = code_files("cfpkg.main", cfpkg / "main.py")
-    assert sorted(found) == ["cfpkg.lazy", "cfpkg.main", "cfpkg.sub", "cfpkg.util"]
+    assert sorted(found) == ["cfpkg.dyn", "cfpkg.lazy", "cfpkg.main", "cfpkg.sub", "cfpkg.util"]
     before = found["cfpkg.sub"]
     (cfpkg / "sub.py").write_text("X = 2  # another value\n")
     after = code_files("cfpkg.main", cfpkg / "main.py")

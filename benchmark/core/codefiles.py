@@ -2,14 +2,15 @@
 transitively, each by the sha256 of its bytes.
 
 Every ``import`` and ``from ... import`` of a module is read with :mod:`ast`, wherever it stands (module level or
-inside a function). A module counts when its source is a ``.py`` file outside the standard library and the
-installed packages (``site-packages``): this project's own modules in a checkout or an editable install, a plugin
-and the helpers next to it. Installed packages (torch, captum, ...) are identified by their versions instead
-(``provenance.json``, and the ``clean`` group's record of what computed a folder's results). ``from pkg import
-name`` counts ``pkg.name`` when it is a module, else ``pkg``; the ``__init__`` of the packages above a module does
-not count unless it is imported by name. A package whose ``__init__`` loads its names on first use (a module-level
-``__getattr__``, as :mod:`benchmark.data`) counts all its modules, since which one a name comes from is not
-written in an import.
+inside a function), and so is ``importlib.import_module("a.b")`` (or ``__import__``) with the name written as a
+string; a name computed at run time is not followed. A module counts when its source is a ``.py`` file outside the
+standard library and the installed packages (``site-packages``): this project's own modules in a checkout or an
+editable install, a plugin and the helpers next to it. Installed packages (torch, captum, ...) are identified by
+their versions instead (``provenance.json``, and the ``clean`` group's record of what computed a folder's results).
+``from pkg import name`` counts ``pkg.name`` when it is a module, else ``pkg``; the ``__init__`` of the packages
+above a module does not count unless it is imported by name. A package whose ``__init__`` loads its names on first
+use (a module-level ``__getattr__``, as :mod:`benchmark.data`) counts all its modules, since which one a name comes
+from is not written in an import.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def _imported_names(path: str, module: str) -> set[str]:
         names.update(f"{module}.{p.stem}" for p in folder.glob("*.py") if p.name != "__init__.py")
         names.update(f"{module}.{p.parent.name}" for p in folder.glob("*/__init__.py"))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Call) and _literal_import(node):
+            names.add(node.args[0].value)
+        elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
@@ -101,6 +104,15 @@ def _imported_names(path: str, module: str) -> set[str]:
                 sub = f"{source}.{alias.name}"
                 names.add(sub if alias.name != "*" and module_file(sub) is not None else source)
     return names
+
+
+def _literal_import(call: ast.Call) -> bool:
+    """Whether ``call`` is ``importlib.import_module("a.b")`` / ``import_module("a.b")`` / ``__import__("a.b")``
+    with an absolute module name written as a string (a name computed at run time cannot be followed)."""
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    return (name in ("import_module", "__import__") and bool(call.args) and isinstance(call.args[0], ast.Constant)
+            and isinstance(call.args[0].value, str) and not call.args[0].value.startswith("."))
 
 
 @lru_cache(maxsize=None)

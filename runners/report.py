@@ -72,15 +72,10 @@ def changed_code_files(stored: dict | None, code: dict) -> tuple[str, ...]:
     return ()
 
 
-RECOMPUTE = "add --recompute with its id"
-
-
-def code_change_notices(changes: dict[str, tuple[int, tuple[str, ...]]], most: int = 4,
-                        recompute: str = RECOMPUTE) -> list[str]:
+def code_change_notices(changes: dict[str, tuple[int, tuple[str, ...]]], most: int = 4) -> list[str]:
     """One line per set of changed files: the groups whose stored results were reused although those files have
     changed since they were computed, with the count (``changes``: group -> (results reused, files)). Their
-    ``version`` has not changed, so they are reused: the harness cannot tell whether the change alters them.
-    ``recompute``: how to compute them again in the same folder."""
+    ``version`` has not changed, so they are reused: the harness cannot tell whether the change alters them."""
     by_files: dict[tuple[str, ...], list[tuple[str, int]]] = {}
     for group, (n, files) in changes.items():
         by_files.setdefault(tuple(files), []).append((group, n))
@@ -92,5 +87,5 @@ def code_change_notices(changes: dict[str, tuple[int, tuple[str, ...]]], most: i
         their = "its version has" if len(groups) == 1 else "their versions have"
         lines.append(f"{shown}: {sum(n for _, n in groups)} stored result(s) reused, computed before a change to "
                      f"{names}; {their} not changed. If the change alters the results, raise the class's `version` "
-                     f"or {recompute} (or use another --out).")
+                     "or add --recompute with its id (or use another --out).")
     return lines

@@ -245,8 +245,7 @@ class SanityCheck:
             if key in self.ctx.dropped or not {oid, method.id} & asked:
                 continue
             self.ctx.dropped.add(key)
-            units = [p for p in sorted(self.folder.glob("*.npz"))
-                     if any(p.name.endswith(f"__{oid}__{conv}.npz") for conv in CONVENTIONS)]
+            units = sorted(p for conv in CONVENTIONS for p in self.folder.glob(f"*__{oid}__{conv}.npz"))
             for path in units:
                 move_aside(path, "recompute")
             if units:

@@ -127,11 +127,11 @@ def refuse_other_results(ctx: RunContext, expect: dict[str, dict]) -> None:
                                      "merges: give it to one without --shard)") from None
 
 
-def recompute_sharded(ctx: RunContext, tasks: list[Task], info: dict, log=print) -> tuple[set[str], list[str]]:
+def recompute_sharded(ctx: RunContext, tasks: list[Task], info: dict, log=print) -> list[str]:
     """``--recompute`` in a sharded run (the driver merges, so it runs before any task): drop the asked groups of
     the folder's ``maps.h5`` / ``metrics.h5`` as one process does (:func:`runners.maps.drop_for_recompute`,
     :func:`runners.scoring.drop_values_for_recompute`), and move aside the finished shards of the asked methods and
-    metrics, and of the metrics of their maps, so they run again. Returns (the keys of those tasks, the lines)."""
+    metrics, and of the metrics of their maps, so they run again. Returns the lines to say."""
     from .maps import drop_for_recompute
     from .scoring import drop_values_for_recompute
 
@@ -156,7 +156,7 @@ def recompute_sharded(ctx: RunContext, tasks: list[Task], info: dict, log=print)
             moved = move_aside(t.paths().h5, "recompute")
             move_aside(t.paths().manifest, "recompute")
             log(f"--recompute: {t.paths().h5.name} moved aside to {moved.name} and computed again")
-    return redo, lines
+    return lines
 
 
 def _stored_map_params(ctx) -> dict[str, object]:
@@ -274,7 +274,7 @@ def run_sharded(ctx: RunContext, stages: tuple[str, ...], log=print) -> dict:
     lock = RunLock(ctx.run_dir / "shards" / f"lock-{only}of{n}") if only is not None else RunLock(ctx.run_dir)
     with lock:
         tasks, info = plan(ctx, stages, n, only)
-        dropped = recompute_sharded(ctx, tasks, info, log)[1] if cfg.recompute else []
+        dropped = recompute_sharded(ctx, tasks, info, log) if cfg.recompute else []
         refuse_other_results(ctx, info["expect"])
         done: dict[str, dict] = {}
         todo = []

@@ -64,19 +64,12 @@ def agreement(model: str, weights_sha256: str | None, image_size: int, antialias
 
 def stored_top1(maps_h5: Path) -> tuple[list[str], dict[str, int]]:
     """(the store's image list, {image: clean top-1}) of the done rows that verify against their checksum."""
-    with H5Store(maps_h5, _names(maps_h5), mode="r") as st:
+    with H5Store.read_only(maps_h5) as st:
         if not st.has_group("clean"):
             return st.names, {}
         rows = np.flatnonzero(st.status("clean") == DONE)
         values, bad = st.read_rows("clean", rows, mark=False)
         return st.names, {st.names[i]: int(values["target"][k]) for k, i in enumerate(rows) if int(i) not in bad}
-
-
-def _names(path: Path) -> list[str]:
-    import h5py
-
-    with h5py.File(path, "r", locking=False) as f:
-        return [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][()]]
 
 
 def check_folder(run_dir: Path) -> dict:

@@ -361,7 +361,7 @@ def input_notices(ctx: RunContext, tasks: list[Task], done: dict[str, dict]) -> 
         if not path.is_file():
             continue
         try:
-            with sh._open_shard(path) as s:
+            with H5Store.read_only(path) as s:
                 if s.has_group("clean") and "code" in s.f["clean"].attrs:
                     key = json.dumps(s.group_attrs("clean")["code"], sort_keys=True)
                     rows = np.flatnonzero(s.status("clean") == DONE)
@@ -376,7 +376,7 @@ def input_notices(ctx: RunContext, tasks: list[Task], done: dict[str, dict]) -> 
 def _shard_group_facts(path: Path, group: str) -> tuple[dict[str, str], dict | None]:
     """(the failures of ``group`` in the shard at ``path``, by image; the ``code`` that computed it)."""
     try:
-        with sh._open_shard(path) as s:
+        with H5Store.read_only(path) as s:
             if not s.has_group(group):
                 return {}, None
             return s.errors(group), s.group_attrs(group).get("code")

@@ -156,12 +156,6 @@ def status_counts(store: H5Store, groups: Sequence[str]) -> dict[str, dict[str, 
 
 
 # ------------------------------------------------------------------------------------------------- merge
-def _open_shard(path: Path) -> H5Store:
-    with h5py.File(path, "r", locking=False) as f:
-        names = [n.decode() if isinstance(n, bytes) else n for n in f["names"][()]]
-    return H5Store(path, names, mode="r")
-
-
 def _index_map(target: H5Store, shard: H5Store) -> np.ndarray:
     pos = {n: k for k, n in enumerate(target.names)}
     missing = [n for n in shard.names if n not in pos]
@@ -172,7 +166,7 @@ def _index_map(target: H5Store, shard: H5Store) -> np.ndarray:
 
 def merge_clean(target: H5Store, shard_path: Path) -> int:
     """Image checks and clean targets of a clean shard into the model store; return rows copied."""
-    with _open_shard(shard_path) as sh:
+    with H5Store.read_only(shard_path) as sh:
         rows = _index_map(target, sh)
         img = sh.f["image_status"][()]
         err = sh.f["image_error"][()]
@@ -225,7 +219,7 @@ def merge_shard(target: H5Store, shard_path: Path, prefix: str, maps_done=None, 
     (for metric groups) gives the target rows whose map is done in the merged ``maps.h5``: a metric value is merged
     only where its map is; ``maps_crc(map id)`` their CRCs: a value that scored a map of other bytes (the map was
     computed again since) is not merged, and a line says so."""
-    with _open_shard(shard_path) as sh:
+    with H5Store.read_only(shard_path) as sh:
         rows = _index_map(target, sh)
         total = 0
         for group in _all_groups(sh, prefix):

@@ -164,6 +164,12 @@ def _decode(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
+def stored_names(path: str | os.PathLike) -> list[str]:
+    """The image list a store was made for (its ``/names``), read without opening it as a :class:`H5Store`."""
+    with h5py.File(path, "r", locking=False) as f:
+        return [_decode(n) for n in f["names"][()]]
+
+
 class H5Store:
     """A per-image result store over a fixed image list."""
 
@@ -204,6 +210,16 @@ class H5Store:
                 self.close()
                 raise StoreError(f"{self.path} was made with a different {key}:\n  stored: {old}\n  asked:  {new}\n"
                                  "Use another --out folder (results of two protocols are never mixed).")
+
+    @classmethod
+    def read_only(cls, path: str | os.PathLike) -> H5Store:
+        """An existing store opened read-only over the image list it holds (a :class:`StoreError` if it does not
+        read)."""
+        try:
+            names = stored_names(path)
+        except (OSError, KeyError) as err:
+            raise StoreError(f"{path} is not a readable result store ({err})") from None
+        return cls(path, names, mode="r")
 
     def _create(self, attrs: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -356,3 +356,66 @@ def test_every_fault_of_the_table_is_covered():
     """The 13 faults of the issue, numbered in the docstrings 1..13, each exactly once."""
     numbers = sorted(int(c.__doc__.split(".", 1)[0]) for c in CASES)
     assert numbers == list(range(1, 14))
+
+
+def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run, tmp_path, capsys):
+    """The tables read the CSV files, and the folder's metrics.h5 vouches for them: a CSV value edited, a row
+    removed or a curve changed by one float32 step leaves that file out of the tables and the report (exit 1,
+    the file, the image and both values named); the metrics stage writes it again from the store; a CSV the store
+    holds nothing for is used and named as not checked."""
+    import pandas as pd
+
+    run_dir = copy_run(good_run, tmp_path)
+    csv = run_dir / "csv"
+    tables = ["tables", "--model", "efficientnet_lite0", "--out", tmp_path]
+
+    def insertion_of_gradcam():
+        t4 = pd.read_csv(run_dir / "tables" / "faithfulness.csv").set_index("method")
+        if "gradcam" not in t4.index:  # no insertion CSV read (and no deletion scored): no row
+            return None, 0
+        return t4.loc["gradcam", "insertion"], int(t4.loc["gradcam", "n_ins"])
+
+    code, out, err = cli(capsys, *tables)
+    assert code == 0 and "disagrees with" not in out + err
+    good_mean, n = insertion_of_gradcam()
+    with H5Store.read_only(run_dir / "metrics.h5") as st:
+        stored = st.read("insertion/gradcam", "value", np.flatnonzero(st.status("insertion/gradcam") == DONE))
+    assert n == 2 and good_mean == pytest.approx(stored.mean(), abs=1e-15)
+
+    values = csv / "ins_auc_efficientnet_lite0_gradcam.csv"
+    text = values.read_text()
+    edited = text.replace(repr(float(stored[1])), repr(float(stored[1]) + 0.125))
+    assert edited != text
+    values.write_text(edited)
+    code, out, err = cli(capsys, *tables)
+    assert code == 1
+    assert (f"ins_auc_efficientnet_lite0_gradcam.csv disagrees with metrics.h5: 1 of its 2 value row(s) differ from "
+            f"the store's (coffee.png: {float(stored[1]) + 0.125!r} in the file, {float(stored[1])!r} stored)") in err
+    assert "## CSV files left out" in (run_dir / "tables" / "tables.md").read_text()
+    assert insertion_of_gradcam()[1] == 0  # the edited value is in no table
+
+    values.write_text("\n".join(text.splitlines()[:2]) + "\n")  # the row of coffee.png removed
+    code, _, err = cli(capsys, *tables)
+    assert code == 1 and "it lacks 1 value(s) that metrics.h5 holds (coffee.png)" in err
+
+    rep = run_metrics(ctx_of(tmp_path, metrics=["insertion"]), map_ids=["gradcam"])  # writes the files again
+    assert rep.computed["insertion/gradcam"] == 0 and values.read_text() == text
+    code, _, err = cli(capsys, *tables)
+    assert code == 0 and insertion_of_gradcam() == (good_mean, 2)
+
+    curves = csv / "ins_details_efficientnet_lite0_gradcam.csv"
+    df = pd.read_csv(curves, index_col=0)
+    df.iloc[0, 3] = float(np.nextafter(np.float32(df.iloc[0, 3]), np.float32(2)))  # one float32 step
+    df.to_csv(curves)
+    code, _, err = cli(capsys, "report", "--out", tmp_path)
+    assert code == 1 and "ins_details_efficientnet_lite0_gradcam.csv disagrees with metrics.h5: 1 of its 2 value " \
+                         "row(s) differ from the store's (e.g. chelsea.png)" in err
+    report = (tmp_path / "report.md").read_text()
+    assert report.index("## CSV files left out") < report.index("## Contents")
+
+    shutil.copy(values, csv / "ins_auc_efficientnet_lite0_mine.csv")  # placed by hand: used, named as unchecked
+    code, out, err = cli(capsys, *tables)
+    assert code == 0 and "ins_auc_efficientnet_lite0_mine.csv: metrics.h5 holds no insertion values of mine" in \
+        (run_dir / "tables" / "tables.md").read_text()
+    t4 = pd.read_csv(run_dir / "tables" / "faithfulness.csv").set_index("method")
+    assert t4.loc["mine", "insertion"] == good_mean

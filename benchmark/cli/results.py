@@ -23,7 +23,16 @@ def _results_folder(args) -> Path:
     return out / model_tag(args.model, args.weights) if args.model else out
 
 
+def warn_disagree(disagree: list[str]) -> int:
+    """Say on stderr which CSV files were left out because they disagree with their ``metrics.h5``; the exit
+    status: 1 when any was."""
+    for line in disagree:
+        print(f"warning: {line}", file=sys.stderr)
+    return 1 if disagree else 0
+
+
 def cmd_tables(args) -> int:
+    """Exit status 1 when a CSV file disagrees with its store (left out of the tables, and named)."""
     from benchmark.outputs.tables import build_results_tables, build_tables
     from runners.context import model_tag
 
@@ -37,18 +46,19 @@ def cmd_tables(args) -> int:
             print("models: " + ", ".join(r.tag for r in built["runs"]))
     print(built["markdown"].read_text())
     print(f"tables (CSV, Markdown, LaTeX) written to {built['markdown'].parent}")
-    return 0
+    return warn_disagree(built["disagree"])
 
 
 def cmd_report(args) -> int:
+    """Exit status 1 when a CSV file disagrees with its store (left out of the report, and named)."""
     from benchmark.outputs.report import build_report
 
     folder = _results_folder(args)
     with _lock(folder):
-        path = build_report(folder, n_map_images=args.images, seed=args.bootstrap_seed,
-                            resamples=args.bootstrap_resamples)
+        path, disagree = build_report(folder, n_map_images=args.images, seed=args.bootstrap_seed,
+                                      resamples=args.bootstrap_resamples)
     print(f"report: {path} (and {path.with_suffix('.html').name}; figures in {path.parent / 'figures'})")
-    return 0
+    return warn_disagree(disagree)
 
 
 # The defaults of benchmark.outputs.stats, written here rather than imported: the parser is built for every command

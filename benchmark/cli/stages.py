@@ -9,6 +9,7 @@ import time
 from runners.store import RunLock
 
 from .options import csv_list, positive_int, run_config
+from .results import warn_disagree
 
 
 def _context(args):
@@ -141,12 +142,13 @@ def _report(ctx, note: str = ""):
     from benchmark.outputs.report import build_report
 
     try:
-        path = build_report(ctx.run_dir.parent)
+        path, disagree = build_report(ctx.run_dir.parent)
     except (ValueError, OSError) as err:
         print(f"the report could not be built ({err}); fix it and run `python -m benchmark report`", file=sys.stderr)
         return None
     print(f"report (every table and figure of the models in {ctx.run_dir.parent}): {path}" + (f"  {note}" if note
                                                                                              else ""))
+    warn_disagree(disagree)
     return path
 
 

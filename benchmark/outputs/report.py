@@ -15,6 +15,7 @@ import dataclasses
 import html
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from benchmark.core.atomic import write_text
 from runners.drift import read_drift
@@ -22,7 +23,7 @@ from runners.drift import read_drift
 from .figures import describe_provenance, run_figures, significance_figure
 from .significance import METRIC_LABELS, METRICS
 from .stats import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED
-from .tables import Table, build_results_tables
+from .tables import DISAGREE_TITLE, Table, build_results_tables, store_findings
 
 FIGURE_CAPTIONS = {
     "curves": "Mean insertion (left) and deletion (right) curves per method group, the floor in its own row "
@@ -129,10 +130,17 @@ def drift_lines(drift: dict) -> list[str]:
     return lines or ["no stored maps to compare"]
 
 
+class BuiltReport(NamedTuple):
+    """The report's Markdown path and the CSV files it left out because they disagree with their store."""
+
+    path: Path
+    disagree: list[str]
+
+
 def build_report(results: str | Path, n_map_images: int = 4, seed: int = DEFAULT_SEED,
-                 resamples: int = DEFAULT_RESAMPLES) -> Path:
-    """Write ``report.md`` (and ``report.html``) in ``results`` with its tables and ``figures/``; return the
-    Markdown path. ``results``: a folder of model folders (``results/<profile>``) or one model folder."""
+                 resamples: int = DEFAULT_RESAMPLES) -> BuiltReport:
+    """Write ``report.md`` (and ``report.html``) in ``results`` with its tables and ``figures/``. ``results``: a
+    folder of model folders (``results/<profile>``) or one model folder."""
     results = Path(results)
     built = build_results_tables(results, seed=seed, resamples=resamples)
     runs = built["runs"]
@@ -154,6 +162,8 @@ def build_report(results: str | Path, n_map_images: int = 4, seed: int = DEFAULT
     for t in tables.values():
         missing += [f"{t.title.split(':')[0]}: {m}" for m in t.missing]
     grids = {r.tag: sorted((r.run_dir / "figures").glob(f"randomisation_{r.tag}_*.png")) for r in runs}
+    disagree, unchecked = store_findings(runs)  # the curves the figures read are judged too
+    missing += unchecked
 
     title = f"Saliency benchmark report: {results}"
     n_images = {}
@@ -169,6 +179,7 @@ def build_report(results: str | Path, n_map_images: int = 4, seed: int = DEFAULT
               "Published values of the Poly-CAM paper are in columns marked \"paper\", for comparison only."),
         ("p", "Models: " + "; ".join(f"`{r.tag}` (profile `{r.profile}`, images per method: {n_images[r.tag]})"
                                       for r in runs) + "."),
+        *([("h", 2, DISAGREE_TITLE), ("ul", disagree)] if disagree else []),
         ("h", 2, "Contents"),
         ("ul", [t.title for t in tables.values()] +
          [f"{FIGURE_CAPTIONS[k]} - {tag}" for tag, figs in figures.items() for k in figs] +
@@ -204,4 +215,4 @@ def build_report(results: str | Path, n_map_images: int = 4, seed: int = DEFAULT
     md_path = results / "report.md"
     write_text(md_path, _md(blocks))
     write_text(results / "report.html", _html(blocks, title))
-    return md_path
+    return BuiltReport(md_path, disagree)

@@ -16,6 +16,7 @@ import pandas as pd
 from benchmark.core.atomic import read_json_object
 from benchmark.core.csvfiles import read_curves_csv, read_values_csv
 from runners.agreement import summary as agreement_summary
+from runners.csvcheck import StoreCheck
 
 ABLATION_RE = re.compile(r"^(pcam(p|m|pm)_(step\d+|nolnorm)|cam(p|m|pm)_l\d+)$")
 VARIANTS = {"p": "+", "m": "-", "pm": "±"}
@@ -58,6 +59,14 @@ class Run:
     provenance: dict = field(default_factory=dict)
     csv: Path | None = None  # default: <run_dir>/csv
     _values: dict = field(default_factory=dict, repr=False, compare=False)  # prefix -> {method: Series}
+    _check: StoreCheck | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def check(self) -> StoreCheck:
+        """The comparison of the CSV files read with the folder's ``metrics.h5`` (:mod:`runners.csvcheck`)."""
+        if self._check is None:
+            self._check = StoreCheck(self.run_dir)
+        return self._check
 
     @property
     def csv_dir(self) -> Path:
@@ -92,14 +101,17 @@ class Run:
         return list(sets[preset]) if preset in sets else None
 
     def _per_method(self, stem: str, read) -> dict:
-        """``{method: read(path)}`` for the files ``<stem>_<tag>_<method>.csv`` of the CSV folder."""
+        """``{method: read(path)}`` for the files ``<stem>_<tag>_<method>.csv`` of the CSV folder, less those
+        that disagree with the folder's ``metrics.h5`` (named in :attr:`check`)."""
         pattern = re.compile(rf"^{re.escape(stem)}_{re.escape(self.tag)}_(.+)\.csv$")
         out = {}
         if self.csv_dir.is_dir():
             for path in sorted(self.csv_dir.glob(f"{stem}_*.csv")):
                 m = pattern.match(path.name)
                 if m:
-                    out[m.group(1)] = read(path)
+                    frame = read(path)
+                    if self.check.usable(stem, m.group(1), path, frame):
+                        out[m.group(1)] = frame
         return out
 
     def curves(self, prefix: str) -> dict[str, pd.DataFrame]:

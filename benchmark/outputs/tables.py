@@ -766,13 +766,30 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False,
         tables["randomisation"] = rnd
     stems = {"table4": "faithfulness", "table1": "table1_cam"}
     paths = {k: t.write(out_dir, stems.get(k, k)) for k, t in tables.items()}
+    disagree, unchecked = store_findings(runs)
     md = "\n".join(t.markdown(level=2) for t in tables.values())
+    if disagree:
+        md = f"## {DISAGREE_TITLE}\n\n" + "\n".join(f"- {m}" for m in disagree) + "\n\n" + md
     if missing:
         md += "\n## Not built\n\n" + "\n".join(f"- {m}" for m in missing) + "\n"
+    if unchecked:
+        md += f"\n## {UNCHECKED_TITLE}\n\n" + "\n".join(f"- {m}" for m in unchecked) + "\n"
     write_text(out_dir / "tables.md", md)
     write_text(out_dir / "tables.tex", "\n".join(t.latex() for t in tables.values()))
     return {"tables": tables, "paths": paths, "missing": missing, "markdown": out_dir / "tables.md",
-            "analyses": analyses}
+            "analyses": analyses, "disagree": disagree, "unchecked": unchecked}
+
+
+DISAGREE_TITLE = "CSV files left out: they disagree with the metrics.h5 they were written from"
+UNCHECKED_TITLE = "CSV files not checked against a metrics.h5"
+
+
+def store_findings(runs: list[Run]) -> tuple[list[str], list[str]]:
+    """(the CSV files left out because they disagree with their folder's ``metrics.h5``, the files read that no
+    store could vouch for), over every file read so far, each line prefixed with its model folder."""
+    disagree = [f"{r.tag}: {line}" for r in runs for line in r.check.disagree]
+    unchecked = [f"{r.tag}: {line}" for r in runs for line in r.check.unchecked]
+    return disagree, unchecked
 
 
 def build_tables(run_dir: Path, tag: str, seed: int = DEFAULT_SEED, resamples: int = DEFAULT_RESAMPLES) -> dict:

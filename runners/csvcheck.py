@@ -1,0 +1,133 @@
+"""The CSV files of a model folder against the ``metrics.h5`` they were written from.
+
+The tables and figures are built from the CSV files alone, so that files made elsewhere can be tabled too. Where
+the model folder holds a ``metrics.h5``, every metric CSV read is compared with it, image by image: the file must
+hold exactly the store's done values, bit for bit (a value is written as float64 in full precision, a curve as its
+float32 widened to float64, so equal means equal). A file that disagrees (edited, replaced, or left behind by an
+interrupted write) is left out of the tables and figures, and named with what differs and how to write it again; a
+file the store holds no values for is used and named as unchecked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.core.csvfiles import REWRITE
+
+from .store import DONE, H5Store, StoreError
+
+STORE_FILE = "metrics.h5"
+
+
+def csv_stems() -> dict[str, tuple[str, str]]:
+    """``{CSV stem: (metric id, stored array)}`` of every registered metric: ``ins_auc`` -> (insertion, value),
+    ``ins_details`` -> (insertion, curve), ``sens`` -> (sensitivity, value), ..."""
+    import metrics  # noqa: F401  (registers the built-in metrics)
+    from metrics.base import METRICS
+
+    out = {}
+    for mid, cls in METRICS.items():
+        if cls.has_curve:
+            out[f"{cls.csv_prefix}_auc"] = (mid, "value")
+            out[f"{cls.csv_prefix}_details"] = (mid, "curve")
+        else:
+            out[cls.csv_prefix] = (mid, "value")
+    return out
+
+
+def _example(names: list[str], shown: int = 2) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+@dataclass
+class StoreCheck:
+    """The comparisons of one model folder: ``disagree`` (a file that does not hold what the store holds) and
+    ``unchecked`` (a file the store cannot vouch for), one line per file."""
+
+    run_dir: Path
+    disagree: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    _stems: dict | None = field(default=None, repr=False)
+    _verdict: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.run_dir) / STORE_FILE
+
+    def applies(self) -> bool:
+        return self.store_path.is_file()
+
+    def usable(self, stem: str, method: str, path: Path, frame: pd.DataFrame | pd.Series) -> bool:
+        """False when the file ``path`` (read as ``frame``: one row per image) disagrees with the store's
+        ``<metric>/<method>`` (the line saying how is added once, however often the file is read)."""
+        if not self.applies():
+            return True
+        if path.name not in self._verdict:
+            self._verdict[path.name] = self._compare(stem, method, path, frame)
+        return self._verdict[path.name]
+
+    def _compare(self, stem: str, method: str, path: Path, frame) -> bool:
+        if self._stems is None:
+            self._stems = csv_stems()
+        if stem not in self._stems:
+            return True
+        metric_id, array = self._stems[stem]
+        key = f"{metric_id}/{method}"
+        try:
+            with H5Store.read_only(self.store_path) as store:
+                if not store.has_group(key):
+                    self.unchecked.append(f"{path.name}: {STORE_FILE} holds no {metric_id} values of {method} (not "
+                                          "written from this folder's store): shown as found, not checked")
+                    return True
+                rows = np.flatnonzero(store.status(key) == DONE)
+                stored, bad = store.read_rows(key, rows, mark=False)
+                names = store.names
+        except (OSError, StoreError, KeyError, ValueError) as err:
+            self.unchecked.append(f"{path.name}: not checked: {self.store_path} could not be read ({err})")
+            return True
+        values = np.asarray(stored[array], dtype=np.float64).reshape(len(rows), -1)
+        bad_rows = set(bad)
+        held = {names[i]: values[k] for k, i in enumerate(rows) if int(i) not in bad_rows}
+        corrupt = [names[i] for i in bad]
+        if corrupt:
+            self.unchecked.append(f"{path.name}: {len(corrupt)} of its values not checked: their rows in "
+                                  f"{STORE_FILE} fail their checksum ({_example(corrupt)}; `python -m benchmark "
+                                  "status` names them, the next metrics stage computes them again)")
+        line = self._differences(path, frame, held, corrupt)
+        if line:
+            self.disagree.append(line)
+        return line is None
+
+    @staticmethod
+    def _differences(path: Path, frame, held: dict[str, np.ndarray], corrupt: list[str]) -> str | None:
+        got = np.asarray(frame, dtype=np.float64).reshape(len(frame), -1)
+        index = [str(n) for n in frame.index]
+        extra = [n for n in index if n not in held and n not in corrupt]
+        differ = []
+        for k, n in enumerate(index):
+            ref = held.get(n)
+            if ref is not None and (ref.shape != got[k].shape or
+                                    not np.array_equal(ref, got[k], equal_nan=True)):
+                differ.append(n)
+        lacking = sorted(set(held) - set(index))
+        parts = []
+        if differ:
+            n = differ[0]
+            ref, mine = held[n], got[index.index(n)]
+            if ref.size == 1 and mine.size == 1:
+                shown = f" ({n}: {float(mine[0])!r} in the file, {float(ref[0])!r} stored)"
+            else:
+                shown = f" (e.g. {n})"
+            parts.append(f"{len(differ)} of its {len(index)} value row(s) differ from the store's{shown}")
+        if extra:
+            parts.append(f"{len(extra)} image(s) that {STORE_FILE} has not scored ({_example(extra)})")
+        if lacking:
+            parts.append(f"it lacks {len(lacking)} value(s) that {STORE_FILE} holds ({_example(lacking)})")
+        if not parts:
+            return None
+        return (f"{path.name} disagrees with {STORE_FILE}: " + "; ".join(parts) + ". Left out of the tables and "
+                f"figures: {REWRITE}")

@@ -419,3 +419,13 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
         (run_dir / "tables" / "tables.md").read_text()
     t4 = pd.read_csv(run_dir / "tables" / "faithfulness.csv").set_index("method")
     assert t4.loc["mine", "insertion"] == good_mean
+
+
+def test_the_metrics_the_tables_check_are_the_registered_ones():
+    """runners/csvcheck.py names the CSV prefixes of the metrics the tables read without importing the registry (no
+    torch in `tables`): they must be the registry's."""
+    from metrics.base import METRICS, load_builtin_metrics
+    from runners.csvcheck import TABLE_METRICS
+
+    load_builtin_metrics()
+    assert TABLE_METRICS == {m: (METRICS[m].csv_prefix, METRICS[m].has_curve) for m in TABLE_METRICS}

@@ -429,3 +429,23 @@ def test_the_metrics_the_tables_check_are_the_registered_ones():
 
     load_builtin_metrics()
     assert TABLE_METRICS == {m: (METRICS[m].csv_prefix, METRICS[m].has_curve) for m in TABLE_METRICS}
+
+
+def test_the_maps_figure_draws_no_map_that_fails_its_checksum(good_run, tmp_path):
+    """A stored map whose bytes changed is left out of the report's maps figure, and the note names its image; the
+    maps drawn are the stored ones."""
+    from benchmark.outputs.figures import _verified_maps, maps_figure
+    from benchmark.outputs.runs import load_run
+
+    run_dir = copy_run(good_run, tmp_path)
+    with H5Store.read_only(run_dir / "maps.h5") as st:
+        rows, maps, passed = _verified_maps(st, ["gradcam"], [0, 1], 2)
+        assert rows == [0, 1] and passed == []
+        assert np.array_equal(maps["gradcam"], st.read("maps/gradcam", "map", [0, 1]))
+    flip_row_bytes(run_dir / "maps.h5", "maps/gradcam", "map", 0, count=64)
+    with H5Store.read_only(run_dir / "maps.h5") as st:
+        rows, maps, passed = _verified_maps(st, ["gradcam"], [0, 1], 2)
+        assert rows == [1] and passed == ["chelsea.png"]
+        assert np.array_equal(maps["gradcam"], st.read("maps/gradcam", "map", [1]))
+    path, note = maps_figure(load_run(run_dir), tmp_path / "maps.png", n_images=2)
+    assert path.is_file() and "the maps of chelsea.png fail their checksum in maps.h5" in note

@@ -2,7 +2,6 @@
 report lists every table and figure, with the provenance and what is missing."""
 
 
-import h5py
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ from test_tables import write_curves, write_faith, write_provenance
 from benchmark.outputs.figures import ablation_figure, curves_figure, maps_figure, randomisation_figure
 from benchmark.outputs.runs import load_run
 from conftest import random_map
+from runners.store import H5Store
 
 IMAGES = ["chelsea.png", "coffee.png", "astronaut.png"]
 METHODS = ["gradcam", "pcampm", "rise", "integratedgradient"]
@@ -49,13 +49,12 @@ def run_dir(tmp_path_factory):
     pd.DataFrame(rows).to_csv(csv / "randomisation_efficientnet_lite0.csv", index=False)
     (rd / "figures").mkdir()  # a randomisation grid as the sanity check draws it (Figures 26-28)
     mpimg.imsave(rd / "figures" / "randomisation_efficientnet_lite0_chelsea.png", rng.random((60, 200, 3)))
-    with h5py.File(rd / "maps.h5", "w") as f:
-        f["names"] = np.array(IMAGES + ["rocket.png"], dtype=h5py.string_dtype())
-        f["clean/target"] = np.array([282, 967, 834, 812])
-        f["clean/prob"] = np.array([0.6, 0.9, 0.3, 0.5], dtype=np.float32)
+    with H5Store(rd / "maps.h5", IMAGES + ["rocket.png"]) as st:  # a real store; rocket's maps not done
+        st.ensure_group("clean", {"target": ((), "i8"), "prob": ((), "f4")}, {})
+        st.write("clean", [0, 1, 2], target=np.array([282, 967, 834]), prob=np.array([0.6, 0.9, 0.3], np.float32))
         for k, m in enumerate(METHODS):
-            f[f"maps/{m}/map"] = np.stack([random_map(10 * k + i) for i in range(4)])
-            f[f"maps/{m}/status"] = np.array([1, 1, 1, 0], dtype=np.uint8)  # rocket not done
+            st.ensure_group(f"maps/{m}", {"map": ((224, 224), "f4")}, {})
+            st.write(f"maps/{m}", [0, 1, 2], map=np.stack([random_map(10 * k + i) for i in range(3)]))
     return rd
 
 

@@ -30,6 +30,7 @@ from benchmark.core.atomic import atomic_write  # noqa: E402
 from benchmark.data.preprocessing import preprocess  # noqa: E402
 from benchmark.data.sources import make_source  # noqa: E402
 from runners.agreement import summary as agreement_summary  # noqa: E402
+from runners.store import DONE, H5Store, StoreError  # noqa: E402
 
 from .published import PAPER_LABELS  # noqa: E402
 from .runs import FLOOR_METHODS, VARIANTS, Run, ablation_layer_count, is_ablation  # noqa: E402
@@ -237,33 +238,34 @@ def maps_figure(run: Run, path: Path, n_images: int = 4, methods: list[str] | No
     wrapped to :data:`MAP_COLUMNS` panels a row. Unsigned maps: min-max normalised, jet over the image; signed maps
     (:func:`is_signed`): centred at 0, red positive / blue negative, said in the panel's title. The floor maps
     (model-independent baselines) come last. Returns (path or None, a note: what was left out)."""
-    import h5py
-
     store = run.run_dir / "maps.h5"
     if not store.exists():
         return None, f"{run.tag}: no maps.h5"
-    with h5py.File(store, "r", locking=False) as f:
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][()]]
-        done = {m: f[f"maps/{m}/status"][()] == 1 for m in (f["maps"] if "maps" in f else {})}
-        avail = [m for m in done if not is_ablation(m) and done[m].any()]
-        order = [m for m in MAP_ORDER if m in avail] + sorted(m for m in avail if m not in MAP_ORDER + FLOOR) + \
-            [m for m in FLOOR if m in avail]
-        cols = [m for m in (methods or order) if m in avail]
-        if not cols:
-            return None, f"{run.tag}: no finished maps in maps.h5"
-        all_done = np.logical_and.reduce([done[m] for m in cols])
-        if images:
-            rows = [names.index(n) for n in images if n in names and all_done[names.index(n)]]
-        else:
-            rows = list(np.flatnonzero(all_done)[:n_images])
-        if not rows:
-            return None, f"{run.tag}: no image has a finished map for every method of the figure"
-        maps = {m: f[f"maps/{m}/map"][sorted(rows)] for m in cols}
-        targets = f["clean/target"][()] if "clean/target" in f else None
-        probs = f["clean/prob"][()] if "clean/prob" in f else None
-    rows = sorted(rows)
+    try:
+        with H5Store.read_only(store) as st:
+            names = st.names
+            done = {m: st.status(f"maps/{m}") == DONE for m in st.groups("maps")}
+            avail = [m for m in done if not is_ablation(m) and done[m].any()]
+            order = [m for m in MAP_ORDER if m in avail] + sorted(m for m in avail if m not in MAP_ORDER + FLOOR) + \
+                [m for m in FLOOR if m in avail]
+            cols = [m for m in (methods or order) if m in avail]
+            if not cols:
+                return None, f"{run.tag}: no finished maps in maps.h5"
+            all_done = np.logical_and.reduce([done[m] for m in cols])
+            if images:
+                wanted = [names.index(n) for n in images if n in names and all_done[names.index(n)]]
+            else:
+                wanted = [int(i) for i in np.flatnonzero(all_done)]
+            rows, maps, passed = _verified_maps(st, cols, wanted, len(wanted) if images else n_images)
+            labels = _clean_labels(st, rows)
+    except StoreError as err:
+        return None, f"{run.tag}: maps figure not drawn: {err}"
+    corrupt = (f"{run.tag}: the maps of {', '.join(passed)} fail their checksum in maps.h5: left out of the maps "
+               "figure (`python -m benchmark status` names them)") if passed else ""
+    if not rows:
+        return None, corrupt or f"{run.tag}: no image has a finished map for every method of the figure"
     photos, note = _input_images(run, [names[i] for i in rows])
-    classes = _class_names() if targets is not None else None
+    classes = _class_names() if labels else None
     signed = {m: is_signed(maps[m]) for m in cols}
     ncol = min(MAP_COLUMNS, len(cols) + 1)
     per_image = -(-(len(cols) + 1) // ncol)  # panel rows per image
@@ -279,10 +281,10 @@ def maps_figure(run: Run, path: Path, n_images: int = 4, methods: list[str] | No
         else:
             ax.text(0.5, 0.5, "image not\navailable", ha="center", va="center", fontsize=7)
         label = names[i]
-        if targets is not None:
-            t = int(targets[i])
+        if i in labels:
+            t, prob = labels[i]
             cname = classes[t] if classes and t < len(classes) else f"class {t}"
-            label += f"\n{cname}" + (f" ({probs[i]:.2f})" if probs is not None else "")
+            label += f"\n{cname} ({prob:.2f})"
         ax.set_title(label, fontsize=7, fontweight="bold")
         for c, m in enumerate(cols):
             ax = panels[c + 1]
@@ -298,7 +300,38 @@ def maps_figure(run: Run, path: Path, n_images: int = 4, methods: list[str] | No
         how += (f"; signed maps centred at 0, red positive, blue negative, clipped at the {SIGNED_CLIP:g}th "
                 "percentile of |map|")
     fig.suptitle(f"Saliency maps, {run.tag} (profile {run.profile}; cf. Figures 3/5)\n{how}", fontsize=9)
-    return _save(fig, path), note
+    return _save(fig, path), "; ".join(n for n in (note, corrupt) if n)
+
+
+def _verified_maps(st: H5Store, cols: list[str], candidates: list[int], n: int):
+    """``(rows, {method: [len(rows), H, W] maps}, passed)``: the first ``n`` of the ``candidates`` rows whose map of
+    every method of ``cols`` verifies against its checksum (in store order), their maps, and the names of the
+    candidates passed over because one did not."""
+    rows, maps, passed = [], {m: [] for m in cols}, []
+    for start in range(0, len(candidates), max(n, 1)):  # one block unless some maps fail their checksum
+        block = sorted(candidates[start:start + max(n, 1)])
+        got = {m: st.read_rows(f"maps/{m}", block, mark=False) for m in cols}
+        bad = set().union(*(set(b) for _, b in got.values()))
+        for k, i in enumerate(block):
+            if i in bad:
+                passed.append(st.names[i])
+            elif len(rows) < n:
+                rows.append(i)
+                for m in cols:
+                    maps[m].append(got[m][0]["map"][k])
+        if len(rows) >= n:
+            break
+    return rows, {m: np.stack(v) for m, v in maps.items()} if rows else {}, passed
+
+
+def _clean_labels(st: H5Store, rows: list[int]) -> dict[int, tuple[int, float]]:
+    """``{row: (explained class, its probability)}`` of the ``rows`` whose clean forward is stored and verifies."""
+    if not rows or not st.has_group("clean"):
+        return {}
+    status = st.status("clean")
+    clean, bad = st.read_rows("clean", rows, mark=False)
+    return {i: (int(clean["target"][k]), float(clean["prob"][k])) for k, i in enumerate(rows)
+            if status[i] == DONE and i not in bad}
 
 
 CONVENTIONS = {"original_top1": ("tab:blue", "-", "explaining the trained model's top-1 class"),

@@ -35,7 +35,7 @@ from metrics.base import MetricError
 
 from .context import DEFAULT_METRICS, RunContext
 from .factory import build_methods, build_metrics, in_run_order
-from .sanity import CONVENTIONS, unit_path
+from .sanity_units import CONVENTIONS, unit_path
 from .store import DONE, IMG_BAD
 from .tuning import cached_rates
 

@@ -5,7 +5,8 @@ the model folder holds a ``metrics.h5``, every metric CSV read is compared with 
 hold exactly the store's done values, bit for bit (a value is written as float64 in full precision, a curve as its
 float32 widened to float64, so equal means equal). A file that disagrees (edited, replaced, or left behind by an
 interrupted write) is left out of the tables and figures, and named with what differs and how to write it again; a
-file the store holds no values for is used and named as unchecked.
+file the store holds no values for is used and named as unchecked. The sanity check's ``randomisation_<tag>.csv``
+is compared in the same way with the units it was written from (``randomisation/*.npz``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import pandas as pd
 
 from benchmark.core.csvfiles import REWRITE
 
-from .store import DONE, H5Store, StoreError
+from .sanity_units import ROW_KEYS, load_units, unit_rows
+from .store import DONE, H5Store, StoreError, stored_names
 
 STORE_FILE = "metrics.h5"
+UNITS_DIR = "randomisation"
+SANITY_REWRITE = "`python -m benchmark sanity` (same options) writes it again from the units"
 
 
 # The metrics whose CSV files the tables and figures read: {metric id: (CSV prefix, has a curve)}. Written here, not
@@ -133,3 +137,59 @@ class StoreCheck:
             return None
         return (f"{path.name} disagrees with {STORE_FILE}: " + "; ".join(parts) + ". Left out of the tables and "
                 f"figures: {REWRITE}")
+
+    def randomisation_usable(self, path: Path, df: pd.DataFrame) -> bool:
+        """False when ``randomisation_<tag>.csv`` (read as ``df``) does not hold exactly the rows of the units in
+        ``randomisation/`` it was written from (of the images of the folder's list)."""
+        if path.name not in self._verdict:
+            self._verdict[path.name] = self._compare_randomisation(path, df)
+        return self._verdict[path.name]
+
+    def _compare_randomisation(self, path: Path, df: pd.DataFrame) -> bool:
+        folder = Path(self.run_dir) / UNITS_DIR
+        if not folder.is_dir():
+            self.unchecked.append(f"{path.name}: no {UNITS_DIR}/ folder of units next to it: shown as found, not "
+                                  "checked")
+            return True
+        try:
+            maps_h5 = Path(self.run_dir) / "maps.h5"
+            units = load_units(folder, stored_names(maps_h5) if maps_h5.is_file() else None)
+        except (OSError, KeyError, ValueError) as err:  # a unit that does not read: the sanity stage names it
+            self.unchecked.append(f"{path.name}: not checked: a unit in {folder} could not be read ({err})")
+            return True
+        rows, _ = unit_rows(units)
+        sims = [str(s) for s in units[0]["similarity_names"]] if units else []
+        cols = list(ROW_KEYS) + sims
+        if any(c not in df.columns for c in cols):
+            self.disagree.append(f"{path.name} disagrees with its units in {UNITS_DIR}/: its columns are not "
+                                 f"{cols}. Left out of the tables and figures: {SANITY_REWRITE}")
+            return False
+        key = list(ROW_KEYS[:4])
+        held = {tuple(r[:4]): (r[4], np.asarray(r[5:], np.float64)) for r in rows}
+        got = {}
+        try:
+            for r in df[cols].itertuples(index=False):
+                got[(str(r[0]), str(r[1]), str(r[2]), int(r[3]))] = (str(r[4]), np.asarray(r[5:], np.float64))
+        except (ValueError, TypeError) as err:
+            self.disagree.append(f"{path.name} disagrees with its units in {UNITS_DIR}/: a row does not read ({err})."
+                                 f" Left out of the tables and figures: {SANITY_REWRITE}")
+            return False
+        differ = [k for k, (layer, v) in got.items() if k in held and
+                  (layer != held[k][0] or not np.array_equal(v, held[k][1], equal_nan=True))]
+        extra = [k for k in got if k not in held]
+        lacking = [k for k in held if k not in got]
+        parts = []
+        if len(got) != len(df):
+            parts.append(f"{len(df) - len(got)} repeated row(s)")
+        if differ:
+            parts.append(f"{len(differ)} of its {len(df)} row(s) differ from the units' (e.g. "
+                         f"{dict(zip(key, differ[0]))})")
+        if extra:
+            parts.append(f"{len(extra)} row(s) no unit holds (e.g. {dict(zip(key, extra[0]))})")
+        if lacking:
+            parts.append(f"it lacks {len(lacking)} row(s) of the units (e.g. {dict(zip(key, lacking[0]))})")
+        if not parts:
+            return True
+        self.disagree.append(f"{path.name} disagrees with its units in {UNITS_DIR}/: " + "; ".join(parts) +
+                             f". Left out of the tables and figures: {SANITY_REWRITE}")
+        return False

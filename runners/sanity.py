@@ -28,9 +28,7 @@ The grids of the paper's Figures 26-28 (``figures/randomisation_<tag>_<image>.pn
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,11 +48,10 @@ from .context import RunContext
 from .factory import build_method
 from .maps import explain_chunk
 from .report import add_code_change, changed_code_files, code_change_notices
+from .sanity_units import CONVENTIONS, ROW_KEYS, THUMB, load_unit, load_units, unit_path, unit_rows
 from .store import DONE, StoreError, move_aside
 
-CONVENTIONS = ("original_top1", "randomised_top1")
-COLUMNS = ("image", "method", "convention", "step", "layer") + rnd.SIMILARITIES
-THUMB = 112  # thumbnail side of the stored maps (figures only; the similarities use the 224x224 maps)
+COLUMNS = ROW_KEYS + rnd.SIMILARITIES
 
 
 @dataclass
@@ -81,32 +78,9 @@ class SanityReport:
                 f"{len(self.failed.get(m, {}))} image(s) failed" for m, n in self.computed.items()]
 
 
-def _safe(name: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:80]
-    return f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-
-
-def unit_path(folder: Path, image: str, method: str, convention: str) -> Path:
-    return folder / f"{_safe(image)}__{method}__{convention}.npz"
-
-
 def _thumb(m: torch.Tensor) -> np.ndarray:
     t = F.interpolate(m[None, None].float(), size=(THUMB, THUMB), mode="bilinear", align_corners=False)[0, 0]
     return rnd.minmax(t.cpu().numpy()).astype(np.float16)
-
-
-def load_unit(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def load_units(folder: Path, names: list[str]) -> list[dict]:
-    """Every stored unit of an image in ``names``, in list order, then method, then convention."""
-    pos = {n: k for k, n in enumerate(names)}
-    units = [load_unit(p) for p in sorted(folder.glob("*.npz"))] if folder.exists() else []
-    units = [u for u in units if str(u["image"]) in pos]
-    units.sort(key=lambda u: (pos[str(u["image"])], str(u["method"]), CONVENTIONS.index(str(u["convention"]))))
-    return units
 
 
 class _Failed(Exception):
@@ -348,14 +322,7 @@ class SanityCheck:
         units = load_units(self.folder, self.ctx.source.names)
         if not units:
             return None, None
-        rows, trows = [], []
-        for u in units:
-            image, method, conv = str(u["image"]), str(u["method"]), str(u["convention"])
-            layers = [str(s) for s in u["layers"]]
-            for s, layer in enumerate(layers, start=1):
-                rows.append([image, method, conv, s, layer, *map(float, u["similarities"][s - 1])])
-            for s in range(len(layers) + 1):
-                trows.append([image, method, conv, s, layers[s - 1] if s else "", int(u["targets"][s])])
+        rows, trows = unit_rows(units)
         tag = self.ctx.tag
         csv = self.csv_dir / f"randomisation_{tag}.csv"
         tcsv = self.csv_dir / f"randomisation_targets_{tag}.csv"

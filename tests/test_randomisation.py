@@ -251,3 +251,45 @@ def test_unknown_convention_is_refused(sanity_run):
 
     with pytest.raises(ValueError, match="convention"):
         SanityCheck(sanity_run[0], ["gradcam"], 1, ["top5"])
+
+
+def test_a_randomisation_csv_that_disagrees_with_its_units_is_left_out(sanity_run, tmp_path, capsys):
+    """The randomisation table and figure read randomisation_<tag>.csv; the units it was written from vouch for it:
+    one similarity edited, or a row removed, leaves it out (named, `tables` exits 1) until the sanity stage writes
+    it again from the units."""
+    import shutil
+
+    from benchmark.cli import main
+    from benchmark.outputs.runs import load_run
+    from runners.context import RunConfig, RunContext
+    from runners.sanity import run_sanity
+
+    ctx, report, df = sanity_run
+    run_dir = tmp_path / ctx.run_dir.name
+    shutil.copytree(ctx.run_dir, run_dir)
+    csv = run_dir / "csv" / report.csv.name
+    good = csv.read_text()
+    args = ["tables", "--model", "efficientnet_lite0", "--out", str(tmp_path)]
+    assert load_run(run_dir).randomisation() is not None
+
+    edited = df.copy()
+    edited.loc[3, "ssim"] = float(np.nextafter(edited.loc[3, "ssim"], 2.0))  # one float64 step
+    edited.to_csv(csv, index=False)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    row = df.loc[3]
+    assert (f"{csv.name} disagrees with its units in randomisation/: 1 of its {len(df)} row(s) differ from the units' "
+            f"(e.g. {{'image': 'chelsea.png', 'method': '{row['method']}', 'convention': '{row['convention']}', "
+            f"'step': {row['step']}}})") in err
+    run = load_run(run_dir)
+    assert run.randomisation() is None and len(run.check.disagree) == 1
+    md = (run_dir / "tables" / "tables.md").read_text()
+    assert md.startswith("## CSV files left out") and "randomisation CSV of efficientnet_lite0 left out" in md
+
+    df.drop(index=[0]).to_csv(csv, index=False)
+    assert main(args) == 1 and "it lacks 1 row(s) of the units" in capsys.readouterr().err
+
+    again = RunContext(RunConfig(model="efficientnet_lite0", data="demo", limit=1, out=str(tmp_path),
+                                 profile="quick", progress=False))
+    assert run_sanity(again, methods=["gradcam", EDGE_ID]).computed == {"gradcam": 0, EDGE_ID: 0}
+    assert csv.read_text() == good and main(args) == 0

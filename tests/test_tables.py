@@ -10,8 +10,8 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.outputs import published as pub
-from benchmark.outputs.runs import FLOOR_METHODS
-from benchmark.outputs.tables import build_results_tables, build_tables, mean_se, read_randomisation
+from benchmark.outputs.runs import FLOOR_METHODS, read_randomisation
+from benchmark.outputs.tables import build_results_tables, build_tables, mean_se
 
 SQRT3 = np.sqrt(3.0)
 

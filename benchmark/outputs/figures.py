@@ -33,8 +33,8 @@ from runners.agreement import summary as agreement_summary  # noqa: E402
 from runners.store import DONE, H5Store, StoreError  # noqa: E402
 
 from .published import PAPER_LABELS  # noqa: E402
-from .runs import FLOOR_METHODS, VARIANTS, Run, ablation_layer_count, is_ablation  # noqa: E402
-from .tables import SIMILARITIES, faithfulness_stats, read_randomisation  # noqa: E402
+from .runs import FLOOR_METHODS, SIMILARITIES, VARIANTS, Run, ablation_layer_count, is_ablation  # noqa: E402
+from .tables import faithfulness_stats  # noqa: E402
 
 POLYCAM = ["pcamp", "pcamm", "pcampm"]
 CAM_GRADIENT = ["gradcam", "gradcampp", "smoothgradcampp", "layercam", "zoomcam"]
@@ -352,10 +352,9 @@ def randomisation_figure(run: Run, path: Path) -> Path | None:
     """Mean similarity (trained vs randomised model) per randomisation step: one row per method, one panel per
     similarity, one colour per convention (blue: the original top-1 class explained; orange: the randomised
     model's top-1), the band ± one standard error over images; x ticks every k-th layer."""
-    csv = run.csv_dir / f"randomisation_{run.tag}.csv"
-    if not csv.exists():
+    df = run.randomisation()
+    if df is None:
         return None
-    df = read_randomisation(csv)
     methods = sorted(df["method"].unique())
     fig, axes = plt.subplots(len(methods), len(SIMILARITIES), figsize=(4.3 * len(SIMILARITIES),
                              3.4 * len(methods) + 0.8), squeeze=False, layout="constrained", sharey=True)

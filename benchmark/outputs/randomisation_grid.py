@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 from benchmark.core.atomic import atomic_write  # noqa: E402
 from benchmark.data.preprocessing import preprocess  # noqa: E402
-from runners.sanity import THUMB, load_units  # noqa: E402
+from runners.sanity_units import THUMB, load_units  # noqa: E402
 
 
 def grid_path(fig_dir: Path, tag: str, image: str) -> Path:

@@ -22,6 +22,8 @@ ABLATION_RE = re.compile(r"^(pcam(p|m|pm)_(step\d+|nolnorm)|cam(p|m|pm)_l\d+)$")
 VARIANTS = {"p": "+", "m": "-", "pm": "±"}
 PROVENANCE_REMEDY = "every stage writes it again (e.g. `python -m benchmark metrics` on this folder)"
 MODEL_LABELS = {"vgg16": "VGG16", "resnet50": "ResNet50"}
+SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
+RANDOMISATION_COLUMNS = ("image", "method", "convention", "step", "layer") + SIMILARITIES
 # The model-independent baselines of methods/baselines.py (family "baseline"; tests/test_tables.py checks the
 # registry against this list): the floor rows of the tables, never compared, ranked or marked best.
 FLOOR_METHODS = ("random_map", "centre_prior", "edge_map")
@@ -124,10 +126,33 @@ class Run:
             self._values[prefix] = self._per_method(prefix, read_values_csv)
         return dict(self._values[prefix])
 
+    @property
+    def randomisation_path(self) -> Path:
+        return self.csv_dir / f"randomisation_{self.tag}.csv"
+
+    def randomisation(self) -> pd.DataFrame | None:
+        """The sanity check's similarities (``randomisation_<tag>.csv``); None when the file is absent or disagrees
+        with the units it was written from (named in :attr:`check`)."""
+        path = self.randomisation_path
+        if not path.exists():
+            return None
+        df = read_randomisation(path)
+        return df if self.check.randomisation_usable(path, df) else None
+
     def ablation_aucs(self) -> tuple[dict, dict, set[str]]:
         """(insertion values, deletion values, the Poly-CAM ablation map ids among them)."""
         ins, dele = self.values("ins_auc"), self.values("del_auc")
         return ins, dele, {m for m in set(ins) | set(dele) if is_ablation(m)}
+
+
+def read_randomisation(path: Path) -> pd.DataFrame:
+    """Read a ``randomisation_<tag>.csv`` (long format; names and layers as text) and check its columns."""
+    df = pd.read_csv(path, dtype={c: str for c in ("image", "method", "convention", "layer")}, keep_default_na=False,
+                     na_values={s: ["", "nan", "NaN"] for s in SIMILARITIES})
+    absent = [c for c in RANDOMISATION_COLUMNS if c not in df.columns]
+    if absent:
+        raise ValueError(f"{path}: missing column(s) {absent}; expected {list(RANDOMISATION_COLUMNS)}")
+    return df
 
 
 def load_run(run_dir: str | Path, tag: str | None = None) -> Run:

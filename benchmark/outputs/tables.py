@@ -45,6 +45,7 @@ from . import published as pub
 from . import significance as sig
 from .runs import (
     FLOOR_METHODS,
+    SIMILARITIES,
     VARIANTS,
     Run,
     ablation_layer_count,
@@ -58,8 +59,6 @@ from .runs import (
 )
 from .stats import ALPHA, DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL, WILCOXON_TEXT
 
-SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
-RANDOMISATION_COLUMNS = ("image", "method", "convention", "step", "layer") + SIMILARITIES
 FLOOR_TEXT = ("Floor: model-independent baselines, computed by `run` with no model pass (random_map: uniform noise "
               "seeded per image; centre_prior: a Gaussian at the image centre; edge_map: Sobel edges of the image). A "
               "method should beat them; they are left out of the best / ≈best marks, the ranks and the pairwise "
@@ -559,15 +558,6 @@ def remove_classify_table(runs: list[Run]) -> Table | None:
                  pd.DataFrame(records), notes, [], symbols_line(header, rows, extra))
 
 
-def read_randomisation(path: Path) -> pd.DataFrame:
-    """Read a ``randomisation_<tag>.csv`` (long format) and check its columns."""
-    df = pd.read_csv(path)
-    absent = [c for c in RANDOMISATION_COLUMNS if c not in df.columns]
-    if absent:
-        raise ValueError(f"{path}: missing column(s) {absent}; expected {list(RANDOMISATION_COLUMNS)}")
-    return df
-
-
 def randomisation_summary(df: pd.DataFrame, seed: int | None = None,
                           resamples: int = DEFAULT_RESAMPLES) -> pd.DataFrame:
     """Per method, convention and step: the layer reset at that step, and n, mean, SE of each similarity; with a
@@ -599,11 +589,12 @@ def randomisation_table(runs: list[Run], seed: int = DEFAULT_SEED, resamples: in
     convention, the mean similarity at the last randomisation step (the CSV has every step)."""
     parts, rows, missing, notes_models = [], [], [], []
     for r in runs:
-        path = r.csv_dir / f"randomisation_{r.tag}.csv"
-        if not path.exists():
-            missing.append(f"{r.tag}: no {path.name}")
+        df = r.randomisation()
+        if df is None:
+            name = r.randomisation_path.name
+            missing.append(f"{r.tag}: no {name}" if not r.randomisation_path.exists() else
+                           f"{r.tag}: {name} left out: it disagrees with the sanity-check units it was written from")
             continue
-        df = read_randomisation(path)
         summ = randomisation_summary(df, seed, resamples)
         summ.insert(0, "profile", r.profile)
         summ.insert(0, "model", r.tag)
@@ -761,7 +752,10 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False,
         tables["remove_classify"] = rc
     rnd = randomisation_table(runs, seed, resamples)
     if rnd is None:
-        missing.append("randomisation summary: no randomisation_<tag>.csv for any model")
+        left_out = [r.tag for r in runs if r.randomisation_path.exists()]
+        missing.append("randomisation summary: " + (f"the randomisation CSV of {', '.join(left_out)} left out (it "
+                                                     "disagrees with its units, above)" if left_out else
+                                                     "no randomisation_<tag>.csv for any model"))
     else:
         tables["randomisation"] = rnd
     stems = {"table4": "faithfulness", "table1": "table1_cam"}
@@ -780,7 +774,7 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False,
             "analyses": analyses, "disagree": disagree, "unchecked": unchecked}
 
 
-DISAGREE_TITLE = "CSV files left out: they disagree with the metrics.h5 they were written from"
+DISAGREE_TITLE = "CSV files left out: they disagree with the stored results they were written from"
 UNCHECKED_TITLE = "CSV files not checked against a metrics.h5"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.core.csvfiles import REWRITE
+from benchmark.core.csvfiles import REWRITE, CSVFileError, read_curves_csv, read_randomisation, read_values_csv
 
 from .sanity_units import ROW_KEYS, load_units, unit_rows
 from .store import DONE, H5Store, StoreError, stored_names
@@ -193,3 +193,32 @@ class StoreCheck:
         self.disagree.append(f"{path.name} disagrees with its units in {UNITS_DIR}/: " + "; ".join(parts) +
                              f". Left out of the tables and figures: {SANITY_REWRITE}")
         return False
+
+
+def check_folder(run_dir: Path, tag: str | None = None) -> tuple[StoreCheck, int]:
+    """Every metric CSV of ``<run_dir>/csv`` (of model tag ``tag``, default the folder's name) and its
+    randomisation CSV, judged against the folder's stores as the tables would read them: (the check, the number of
+    files read). A file that does not read as its format is counted as disagreeing."""
+    run_dir = Path(run_dir)
+    tag = tag or run_dir.name
+    check, n = StoreCheck(run_dir), 0
+    csv_dir = run_dir / "csv"
+    if not csv_dir.is_dir():
+        return check, 0
+    for stem in csv_stems():
+        read = read_curves_csv if stem.endswith("_details") else read_values_csv
+        head = f"{stem}_{tag}_"
+        for path in sorted(csv_dir.glob(f"{head}*.csv")):
+            n += 1
+            try:
+                check.usable(stem, path.name[len(head):-len(".csv")], path, read(path))
+            except CSVFileError as err:
+                check.disagree.append(str(err))
+    path = csv_dir / f"randomisation_{tag}.csv"
+    if path.is_file():
+        n += 1
+        try:
+            check.randomisation_usable(path, read_randomisation(path))
+        except (ValueError, OSError) as err:
+            check.disagree.append(f"{path.name} does not read ({err}); {SANITY_REWRITE}")
+    return check, n

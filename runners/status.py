@@ -23,6 +23,7 @@ from benchmark.core.atomic import read_json_object
 
 from . import shards as sh
 from . import store as store_mod
+from .csvcheck import check_folder
 from .store import CORRUPT, DONE, FAILED, IMG_BAD
 
 SHOW_REASONS = 3
@@ -166,6 +167,18 @@ def _shard_lines(run_dir: Path, verify: bool) -> tuple[list[str], int]:
     return lines, problems
 
 
+def _csv_lines(run_dir: Path) -> tuple[list[str], int]:
+    """The CSV files against the stores they were written from (:func:`runners.csvcheck.check_folder`): one line
+    when they agree, one per file that disagrees (a problem) or that no store vouches for."""
+    check, n = check_folder(run_dir)
+    if not n:
+        return [], 0
+    lines = [f"  csv/: {n} file(s) read, {len(check.disagree)} disagree with the stores they were written from"]
+    lines += [f"    DISAGREES: {line}" for line in check.disagree]
+    lines += [f"    {line}" for line in check.unchecked]
+    return lines, len(check.disagree)
+
+
 def _missing_shards(folder: Path) -> list[str]:
     """Per (task name, split n): the shard numbers with no finished file (none started, running, or failed)."""
     import re
@@ -203,6 +216,10 @@ def status_text(folder: str | Path, verify: bool = True, repair: bool = False) -
         lines, p = _shard_lines(run_dir, verify)
         out += lines
         problems += p
+        if verify:
+            lines, p = _csv_lines(run_dir)
+            out += lines
+            problems += p
         lock = run_dir / ".lock"
         if lock.exists():
             fd = os.open(lock, os.O_RDONLY)

@@ -392,6 +392,9 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
     assert (f"ins_auc_efficientnet_lite0_gradcam.csv disagrees with metrics.h5: 1 of its 2 value row(s) differ from "
             f"the store's (coffee.png: {float(stored[1]) + 0.125!r} in the file, {float(stored[1])!r} stored)") in err
     assert "## CSV files left out" in (run_dir / "tables" / "tables.md").read_text()
+    code, out, _ = cli(capsys, "status", run_dir)
+    assert code == 1 and "csv/: 2 file(s) read, 1 disagree" in out
+    assert "DISAGREES: ins_auc_efficientnet_lite0_gradcam.csv disagrees with metrics.h5" in out
     assert insertion_of_gradcam()[1] == 0  # the edited value is in no table
 
     values.write_text("\n".join(text.splitlines()[:2]) + "\n")  # the row of coffee.png removed
@@ -402,6 +405,8 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
     assert rep.computed["insertion/gradcam"] == 0 and values.read_text() == text
     code, _, err = cli(capsys, *tables)
     assert code == 0 and insertion_of_gradcam() == (good_mean, 2)
+    code, out, _ = cli(capsys, "status", run_dir)
+    assert code == 0 and "csv/: 2 file(s) read, 0 disagree" in out
 
     curves = csv / "ins_details_efficientnet_lite0_gradcam.csv"
     df = pd.read_csv(curves, index_col=0)

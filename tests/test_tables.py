@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import main
+from benchmark.core.csvfiles import read_randomisation
 from benchmark.outputs import published as pub
-from benchmark.outputs.runs import FLOOR_METHODS, read_randomisation
+from benchmark.outputs.runs import FLOOR_METHODS
 from benchmark.outputs.tables import build_results_tables, build_tables, mean_se
 
 SQRT3 = np.sqrt(3.0)

@@ -3,7 +3,7 @@
 ``<prefix>_auc_<model>_<method>.csv``: header ``,0`` then one row ``name,value`` per image (a metric with a
 curve, e.g. ``ins_auc_vgg16_gradcam.csv``); ``<prefix>_details_<model>_<method>.csv``: header ``,0,1,...,S-1``
 then one row of S scores per image; ``<prefix>_<model>_<method>.csv`` for a metric without a curve
-(``sens_vgg16_gradcam.csv``).
+(``sens_vgg16_gradcam.csv``); ``randomisation_<model>.csv``, the sanity check's similarities in long format.
 """
 
 from __future__ import annotations
@@ -73,3 +73,17 @@ def read_values_csv(path: Path) -> pd.Series:
 def read_curves_csv(path: Path) -> pd.DataFrame:
     """Read a ``,0,1,...,S-1`` curves CSV as a float64 [images, S] DataFrame indexed by image name."""
     return _read_numeric(path, "curves (header ',0,1,...', one row of scores per image)")
+
+
+SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
+RANDOMISATION_COLUMNS = ("image", "method", "convention", "step", "layer") + SIMILARITIES
+
+
+def read_randomisation(path: Path) -> pd.DataFrame:
+    """Read a ``randomisation_<tag>.csv`` (long format; names and layers as text) and check its columns."""
+    df = pd.read_csv(path, dtype={c: str for c in ("image", "method", "convention", "layer")}, keep_default_na=False,
+                     na_values={s: ["", "nan", "NaN"] for s in SIMILARITIES})
+    absent = [c for c in RANDOMISATION_COLUMNS if c not in df.columns]
+    if absent:
+        raise ValueError(f"{path}: missing column(s) {absent}; expected {list(RANDOMISATION_COLUMNS)}")
+    return df

@@ -27,13 +27,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmark.core.atomic import atomic_write  # noqa: E402
+from benchmark.core.csvfiles import SIMILARITIES  # noqa: E402
 from benchmark.data.preprocessing import preprocess  # noqa: E402
 from benchmark.data.sources import make_source  # noqa: E402
 from runners.agreement import summary as agreement_summary  # noqa: E402
 from runners.store import DONE, H5Store, StoreError  # noqa: E402
 
 from .published import PAPER_LABELS  # noqa: E402
-from .runs import FLOOR_METHODS, SIMILARITIES, VARIANTS, Run, ablation_layer_count, is_ablation  # noqa: E402
+from .runs import FLOOR_METHODS, VARIANTS, Run, ablation_layer_count, is_ablation  # noqa: E402
 from .tables import faithfulness_stats  # noqa: E402
 
 POLYCAM = ["pcamp", "pcamm", "pcampm"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.core.atomic import read_json_object
-from benchmark.core.csvfiles import read_curves_csv, read_values_csv
+from benchmark.core.csvfiles import read_curves_csv, read_randomisation, read_values_csv
 from runners.agreement import summary as agreement_summary
 from runners.csvcheck import StoreCheck
 
@@ -22,8 +22,6 @@ ABLATION_RE = re.compile(r"^(pcam(p|m|pm)_(step\d+|nolnorm)|cam(p|m|pm)_l\d+)$")
 VARIANTS = {"p": "+", "m": "-", "pm": "±"}
 PROVENANCE_REMEDY = "every stage writes it again (e.g. `python -m benchmark metrics` on this folder)"
 MODEL_LABELS = {"vgg16": "VGG16", "resnet50": "ResNet50"}
-SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
-RANDOMISATION_COLUMNS = ("image", "method", "convention", "step", "layer") + SIMILARITIES
 # The model-independent baselines of methods/baselines.py (family "baseline"; tests/test_tables.py checks the
 # registry against this list): the floor rows of the tables, never compared, ranked or marked best.
 FLOOR_METHODS = ("random_map", "centre_prior", "edge_map")
@@ -143,16 +141,6 @@ class Run:
         """(insertion values, deletion values, the Poly-CAM ablation map ids among them)."""
         ins, dele = self.values("ins_auc"), self.values("del_auc")
         return ins, dele, {m for m in set(ins) | set(dele) if is_ablation(m)}
-
-
-def read_randomisation(path: Path) -> pd.DataFrame:
-    """Read a ``randomisation_<tag>.csv`` (long format; names and layers as text) and check its columns."""
-    df = pd.read_csv(path, dtype={c: str for c in ("image", "method", "convention", "layer")}, keep_default_na=False,
-                     na_values={s: ["", "nan", "NaN"] for s in SIMILARITIES})
-    absent = [c for c in RANDOMISATION_COLUMNS if c not in df.columns]
-    if absent:
-        raise ValueError(f"{path}: missing column(s) {absent}; expected {list(RANDOMISATION_COLUMNS)}")
-    return df
 
 
 def load_run(run_dir: str | Path, tag: str | None = None) -> Run:

@@ -40,12 +40,12 @@ import numpy as np
 import pandas as pd
 
 from benchmark.core.atomic import write_text
+from benchmark.core.csvfiles import SIMILARITIES
 
 from . import published as pub
 from . import significance as sig
 from .runs import (
     FLOOR_METHODS,
-    SIMILARITIES,
     VARIANTS,
     Run,
     ablation_layer_count,

@@ -11,6 +11,7 @@ is compared in the same way with the units it was written from (``randomisation/
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,19 @@ def csv_stems(metrics: dict[str, tuple[str, bool]] = TABLE_METRICS) -> dict[str,
         else:
             out[prefix] = (metric_id, "value")
     return out
+
+
+def _normal(obj) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def _first_difference(said: dict, stored: dict, prefix: str = "") -> str:
+    """``key: said X, stored Y`` for the first key (depth first) whose values differ."""
+    if isinstance(said, dict) and isinstance(stored, dict):
+        for k in sorted(set(said) | set(stored)):
+            if _normal(said.get(k)) != _normal(stored.get(k)):
+                return _first_difference(said.get(k), stored.get(k), f"{prefix}{k}.")
+    return f"{prefix.rstrip('.')}: it says {said!r}, the store {stored!r}"
 
 
 def _example(names: list[str], shown: int = 2) -> str:
@@ -138,6 +152,36 @@ class StoreCheck:
         return (f"{path.name} disagrees with {STORE_FILE}: " + "; ".join(parts) + ". Left out of the tables and "
                 f"figures: {REWRITE}")
 
+    def check_provenance(self, provenance: dict) -> None:
+        """The protocol and metric parameters that ``provenance.json`` states (the tables print them) must be those
+        of the stores: a replaced or stale ``provenance.json`` is named as disagreeing (once)."""
+        if "provenance.json" in self._verdict or not provenance.get("protocol"):
+            return
+        self._verdict["provenance.json"] = True
+        said = []
+        for name in ("maps.h5", STORE_FILE):
+            path = Path(self.run_dir) / name
+            if not path.is_file():
+                continue
+            try:
+                with H5Store.read_only(path) as store:
+                    stored = store.attrs().get("protocol")
+                    params = {m: store.group_attrs(f"{m}/{g}").get("params") for m in provenance.get("metrics", {})
+                              for g in store.groups(m)[:1]} if name == STORE_FILE else {}
+            except (OSError, StoreError, KeyError, ValueError):
+                continue  # an unreadable store is named by `status` and by the stages
+            if stored is not None and _normal(stored) != _normal(provenance["protocol"]):
+                said.append(f"its protocol is not {name}'s ({_first_difference(provenance['protocol'], stored)})")
+            for m, p in params.items():
+                if p is not None and _normal(p) != _normal(provenance["metrics"][m]):
+                    said.append(f"its {m} parameters are not {name}'s "
+                                f"({_first_difference(provenance['metrics'][m], p)})")
+        if said:
+            self._verdict["provenance.json"] = False
+            self.disagree.append("provenance.json disagrees with the stores: " + "; ".join(said) + ". The tables "
+                                 "would print a protocol the results were not computed with; every computing stage "
+                                 "writes it again (e.g. `python -m benchmark metrics` with the folder's options)")
+
     def randomisation_usable(self, path: Path, df: pd.DataFrame) -> bool:
         """False when ``randomisation_<tag>.csv`` (read as ``df``) does not hold exactly the rows of the units in
         ``randomisation/`` it was written from (of the images of the folder's list)."""
@@ -202,6 +246,12 @@ def check_folder(run_dir: Path, tag: str | None = None) -> tuple[StoreCheck, int
     run_dir = Path(run_dir)
     tag = tag or run_dir.name
     check, n = StoreCheck(run_dir), 0
+    prov = run_dir / "provenance.json"
+    if prov.is_file():
+        try:
+            check.check_provenance(json.loads(prov.read_text()))
+        except (OSError, ValueError, AttributeError) as err:
+            check.disagree.append(f"provenance.json does not read ({err}); every computing stage writes it again")
     csv_dir = run_dir / "csv"
     if not csv_dir.is_dir():
         return check, 0

@@ -173,7 +173,8 @@ def _csv_lines(run_dir: Path) -> tuple[list[str], int]:
     check, n = check_folder(run_dir)
     if not n:
         return [], 0
-    lines = [f"  csv/: {n} file(s) read, {len(check.disagree)} disagree with the stores they were written from"]
+    lines = [f"  csv/: {n} file(s) read; {len(check.disagree)} disagreement(s) with the stores they were written "
+             "from (CSV files and provenance.json)"]
     lines += [f"    DISAGREES: {line}" for line in check.disagree]
     lines += [f"    {line}" for line in check.unchecked]
     return lines, len(check.disagree)

@@ -7,6 +7,7 @@ a child process whose file-size limit (``RLIMIT_FSIZE``) stops its files from gr
 
 import errno
 import fcntl
+import json
 import os
 import re
 import resource
@@ -393,7 +394,7 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
             f"the store's (coffee.png: {float(stored[1]) + 0.125!r} in the file, {float(stored[1])!r} stored)") in err
     assert "## CSV files left out" in (run_dir / "tables" / "tables.md").read_text()
     code, out, _ = cli(capsys, "status", run_dir)
-    assert code == 1 and "csv/: 2 file(s) read, 1 disagree" in out
+    assert code == 1 and "csv/: 2 file(s) read; 1 disagreement(s)" in out
     assert "DISAGREES: ins_auc_efficientnet_lite0_gradcam.csv disagrees with metrics.h5" in out
     assert insertion_of_gradcam()[1] == 0  # the edited value is in no table
 
@@ -406,7 +407,7 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
     code, _, err = cli(capsys, *tables)
     assert code == 0 and insertion_of_gradcam() == (good_mean, 2)
     code, out, _ = cli(capsys, "status", run_dir)
-    assert code == 0 and "csv/: 2 file(s) read, 0 disagree" in out
+    assert code == 0 and "csv/: 2 file(s) read; 0 disagreement(s)" in out
 
     curves = csv / "ins_details_efficientnet_lite0_gradcam.csv"
     df = pd.read_csv(curves, index_col=0)
@@ -424,6 +425,16 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
         (run_dir / "tables" / "tables.md").read_text()
     t4 = pd.read_csv(run_dir / "tables" / "faithfulness.csv").set_index("method")
     assert t4.loc["mine", "insertion"] == good_mean
+
+    prov = json.loads((run_dir / "provenance.json").read_text())  # a provenance.json of another protocol
+    prov["protocol"]["profile"]["name"], prov["metrics"]["insertion"]["steps"] = "paper", 224
+    (run_dir / "provenance.json").write_text(json.dumps(prov))
+    code, _, err = cli(capsys, *tables)
+    assert code == 1 and "provenance.json disagrees with the stores: its protocol is not maps.h5's (profile.name: " \
+                         "it says 'paper', the store 'quick')" in err
+    assert "its insertion parameters are not metrics.h5's (steps: it says 224, the store 16)" in err
+    run_metrics(ctx_of(tmp_path, metrics=["insertion"]), map_ids=["gradcam"])  # writes provenance.json again
+    assert cli(capsys, *tables)[0] == 0
 
 
 def test_the_metrics_the_tables_check_are_the_registered_ones():

@@ -135,6 +135,8 @@ class StoreCheck:
                 differ.append(n)
         lacking = sorted(set(held) - set(index))
         parts = []
+        if len(set(index)) != len(index):
+            parts.append(f"{len(index) - len(set(index))} repeated image row(s)")
         if differ:
             n = differ[0]
             ref, mine = held[n], got[index.index(n)]

@@ -401,6 +401,9 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
     values.write_text("\n".join(text.splitlines()[:2]) + "\n")  # the row of coffee.png removed
     code, _, err = cli(capsys, *tables)
     assert code == 1 and "it lacks 1 value(s) that metrics.h5 holds (coffee.png)" in err
+    values.write_text(text + text.splitlines()[1] + "\n")  # the row of chelsea.png twice
+    code, _, err = cli(capsys, *tables)
+    assert code == 1 and "disagrees with metrics.h5: 1 repeated image row(s)" in err
 
     rep = run_metrics(ctx_of(tmp_path, metrics=["insertion"]), map_ids=["gradcam"])  # writes the files again
     assert rep.computed["insertion/gradcam"] == 0 and values.read_text() == text

@@ -1,4 +1,5 @@
-"""The CSV files of a model folder against the ``metrics.h5`` they were written from.
+"""The files the tables read (the CSV files and ``provenance.json`` of a model folder) against the stores they
+were written from.
 
 The tables and figures are built from the CSV files alone, so that files made elsewhere can be tabled too. Where
 the model folder holds a ``metrics.h5``, every metric CSV read is compared with it, image by image: the file must
@@ -6,7 +7,8 @@ hold exactly the store's done values, bit for bit (a value is written as float64
 float32 widened to float64, so equal means equal). A file that disagrees (edited, replaced, or left behind by an
 interrupted write) is left out of the tables and figures, and named with what differs and how to write it again; a
 file the store holds no values for is used and named as unchecked. The sanity check's ``randomisation_<tag>.csv``
-is compared in the same way with the units it was written from (``randomisation/*.npz``).
+is compared in the same way with the units it was written from (``randomisation/*.npz``), and the protocol and
+metric parameters ``provenance.json`` states with those of ``maps.h5`` and ``metrics.h5``.
 """
 
 from __future__ import annotations

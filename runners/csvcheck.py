@@ -23,7 +23,7 @@ import pandas as pd
 from benchmark.core.csvfiles import REWRITE, CSVFileError, read_curves_csv, read_randomisation, read_values_csv
 
 from .sanity_units import ROW_KEYS, load_units, unit_rows
-from .store import DONE, H5Store, StoreError, stored_names
+from .store import DONE, H5Store, StoreError, lock_holder, stored_names
 
 STORE_FILE = "metrics.h5"
 UNITS_DIR = "randomisation"
@@ -119,13 +119,26 @@ class StoreCheck:
             self.unchecked.append(f"{path.name}: {len(corrupt)} of its values not checked: their rows in "
                                   f"{STORE_FILE} fail their checksum ({_example(corrupt)}; `python -m benchmark "
                                   "status` names them, the next metrics stage computes them again)")
-        line = self._differences(path, frame, held, corrupt)
-        if line:
-            self.disagree.append(line)
-        return line is None
+        parts, only_lacks = self._differences(frame, held, corrupt)
+        if not parts:
+            return True
+        pid = self.writer() if only_lacks else None
+        if pid is not None:  # values stored since the file was written, by a run going on now
+            self.unchecked.append(f"{path.name}: {parts[0]} (a run is writing this folder now: pid {pid}); the "
+                                  "file's own values are used")
+            return True
+        self.disagree.append(f"{path.name} disagrees with {STORE_FILE}: " + "; ".join(parts) + ". Left out of the "
+                             f"tables and figures: {REWRITE}")
+        return False
+
+    def writer(self) -> str | None:
+        """The pid of another process writing this folder now, or None."""
+        return lock_holder(self.run_dir)
 
     @staticmethod
-    def _differences(path: Path, frame, held: dict[str, np.ndarray], corrupt: list[str]) -> str | None:
+    def _differences(frame, held: dict[str, np.ndarray], corrupt: list[str]) -> tuple[list[str], bool]:
+        """(what differs between the file's rows ``frame`` and the store's ``held`` values, one part each; whether
+        the file only lacks values the store holds)."""
         got = np.asarray(frame, dtype=np.float64).reshape(len(frame), -1)
         index = [str(n) for n in frame.index]
         extra = [n for n in index if n not in held and n not in corrupt]
@@ -151,10 +164,7 @@ class StoreCheck:
             parts.append(f"{len(extra)} image(s) that {STORE_FILE} has not scored ({_example(extra)})")
         if lacking:
             parts.append(f"it lacks {len(lacking)} value(s) that {STORE_FILE} holds ({_example(lacking)})")
-        if not parts:
-            return None
-        return (f"{path.name} disagrees with {STORE_FILE}: " + "; ".join(parts) + ". Left out of the tables and "
-                f"figures: {REWRITE}")
+        return parts, bool(lacking) and len(parts) == 1
 
     def check_provenance(self, provenance: dict) -> None:
         """The protocol and metric parameters that ``provenance.json`` states (the tables print them) must be those

@@ -11,8 +11,6 @@ of another configuration (by name), moved aside, and the tasks that raised, with
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -221,16 +219,9 @@ def status_text(folder: str | Path, verify: bool = True, repair: bool = False) -
             lines, p = _csv_lines(run_dir)
             out += lines
             problems += p
-        lock = run_dir / ".lock"
-        if lock.exists():
-            fd = os.open(lock, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            except BlockingIOError:
-                out.append(f"  running now: pid {os.pread(fd, 64, 0).decode(errors='replace').strip()} holds the lock")
-            finally:
-                os.close(fd)
+        holder = store_mod.lock_holder(run_dir)
+        if holder is not None:
+            out.append(f"  running now: pid {holder} holds the lock")
     if not out:
         return f"{folder}: no run folder (maps.h5, metrics.h5 or shards/) found", 1
     if problems:

@@ -599,6 +599,23 @@ def _salvage_group(src: h5py.File, dst: h5py.File, group: str, n: int, fname: st
                                                           if corrupt else ""))
 
 
+def lock_holder(folder: str | os.PathLike) -> str | None:
+    """The pid of another process that holds the lock of ``folder`` now (a run writing it), or None. Reads only:
+    the lock is never taken."""
+    path = Path(folder) / ".lock"
+    if not path.exists() or str(path.resolve()) in RunLock._held:
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+
+
 class RunLock:
     """Exclusive lock on a run folder (``flock``: released by the kernel even when the process is killed).
 

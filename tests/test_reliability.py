@@ -401,6 +401,18 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
     values.write_text("\n".join(text.splitlines()[:2]) + "\n")  # the row of coffee.png removed
     code, _, err = cli(capsys, *tables)
     assert code == 1 and "it lacks 1 value(s) that metrics.h5 holds (coffee.png)" in err
+    holder = subprocess.Popen(  # a run writing the folder now: values stored since the file was written are expected
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, str(os.getpid()).encode(), 0); print('held', flush=True); "
+         "time.sleep(120)", str(run_dir / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, out, err = cli(capsys, "tables", "--out", tmp_path)  # the results folder's lock, not the model's
+        assert code == 0 and f"(a run is writing this folder now: pid {holder.pid}); the file's own values are " \
+                             "used" in (tmp_path / "tables" / "tables.md").read_text()
+    finally:
+        holder.kill()
+        holder.wait()
     values.write_text(text + text.splitlines()[1] + "\n")  # the row of chelsea.png twice
     code, _, err = cli(capsys, *tables)
     assert code == 1 and "disagrees with metrics.h5: 1 repeated image row(s)" in err

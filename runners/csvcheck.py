@@ -112,8 +112,8 @@ class StoreCheck:
             self.unchecked.append(f"{path.name}: not checked: {self.store_path} could not be read ({err})")
             return True
         values = np.asarray(stored[array], dtype=np.float64).reshape(len(rows), -1)
-        bad_rows = set(bad)
-        held = {names[i]: values[k] for k, i in enumerate(rows) if int(i) not in bad_rows}
+        good = ~np.isin(rows, bad)
+        held = (pd.Index([names[i] for i in rows[good]]), values[good])
         corrupt = [names[i] for i in bad]
         if corrupt:
             self.unchecked.append(f"{path.name}: {len(corrupt)} of its values not checked: their rows in "
@@ -136,25 +136,28 @@ class StoreCheck:
         return lock_holder(self.run_dir)
 
     @staticmethod
-    def _differences(frame, held: dict[str, np.ndarray], corrupt: list[str]) -> tuple[list[str], bool]:
-        """(what differs between the file's rows ``frame`` and the store's ``held`` values, one part each; whether
-        the file only lacks values the store holds)."""
+    def _differences(frame, held: tuple[pd.Index, np.ndarray], corrupt: list[str]) -> tuple[list[str], bool]:
+        """(what differs between the file's rows ``frame`` and the store's values ``held`` (their image names and
+        rows), one part each; whether the file only lacks values the store holds)."""
+        held_names, held_values = held
         got = np.asarray(frame, dtype=np.float64).reshape(len(frame), -1)
-        index = [str(n) for n in frame.index]
-        extra = [n for n in index if n not in held and n not in corrupt]
-        differ = []
-        for k, n in enumerate(index):
-            ref = held.get(n)
-            if ref is not None and (ref.shape != got[k].shape or
-                                    not np.array_equal(ref, got[k], equal_nan=True)):
-                differ.append(n)
-        lacking = sorted(set(held) - set(index))
+        index = pd.Index([str(n) for n in frame.index])
+        pos = held_names.get_indexer(index)  # -1: an image the store does not hold
+        found = np.flatnonzero(pos >= 0)
+        if got.shape[1] != held_values.shape[1]:
+            differ = found
+        else:
+            a, b = got[found], held_values[pos[found]]
+            same = ((a == b) | (np.isnan(a) & np.isnan(b))).all(axis=1)
+            differ = found[~same]
+        extra = [n for n in index[pos < 0] if n not in set(corrupt)]
+        lacking = sorted(held_names[~held_names.isin(index)])
         parts = []
-        if len(set(index)) != len(index):
-            parts.append(f"{len(index) - len(set(index))} repeated image row(s)")
-        if differ:
-            n = differ[0]
-            ref, mine = held[n], got[index.index(n)]
+        if index.has_duplicates:
+            parts.append(f"{len(index) - index.nunique()} repeated image row(s)")
+        if len(differ):
+            k = int(differ[0])
+            n, ref, mine = index[k], held_values[pos[k]], got[k]
             if ref.size == 1 and mine.size == 1:
                 shown = f" ({n}: {float(mine[0])!r} in the file, {float(ref[0])!r} stored)"
             else:

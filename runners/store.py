@@ -173,15 +173,18 @@ def stored_names(path: str | os.PathLike) -> list[str]:
 class H5Store:
     """A per-image result store over a fixed image list."""
 
-    def __init__(self, path: str | os.PathLike, names: Sequence[str], attrs: dict | None = None,
+    def __init__(self, path: str | os.PathLike, names: Sequence[str] | None, attrs: dict | None = None,
                  check_attrs: Sequence[str] = (), mode: str = "a"):
         """Open ``path`` (creating it with ``names`` and root ``attrs`` if missing, unless ``mode='r'``).
 
-        For an existing file, the image list must equal ``names`` and every root attribute named in
-        ``check_attrs`` must equal ``attrs``'s: results of another protocol are never mixed in.
+        For an existing file, the image list must equal ``names`` (``None``, with ``mode='r'``: whatever list it
+        holds) and every root attribute named in ``check_attrs`` must equal ``attrs``'s: results of another
+        protocol are never mixed in.
         """
+        if names is None and mode != "r":
+            raise ValueError("a store is opened for writing over a given image list")
         self.path = Path(path)
-        self.names = list(names)
+        self.names = list(names) if names is not None else None
         self.f = None
         if not self.path.exists():
             if mode == "r":
@@ -200,7 +203,9 @@ class H5Store:
             self.close()
             raise StoreError(f"{self.path} was written by an older version of the harness (store format {fmt}, "
                              f"this version reads format {FORMAT}); use another --out folder")
-        if stored != self.names:
+        if self.names is None:
+            self.names = stored
+        elif stored != self.names:
             self.close()
             raise StoreError(f"{self.path} was made for another image list ({len(stored)} images, first "
                              f"{stored[:2]}); use another --out folder for this list")
@@ -215,11 +220,7 @@ class H5Store:
     def read_only(cls, path: str | os.PathLike) -> H5Store:
         """An existing store opened read-only over the image list it holds (a :class:`StoreError` if it does not
         read)."""
-        try:
-            names = stored_names(path)
-        except (OSError, KeyError) as err:
-            raise StoreError(f"{path} is not a readable result store ({err})") from None
-        return cls(path, names, mode="r")
+        return cls(path, None, mode="r")
 
     def _create(self, attrs: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,19 +48,21 @@ def fabricate(root: Path, n_images: int, n_maps: int, seed: int = 0, store: bool
         for prefix, v in (("ins", ins), ("del", dele)):
             pd.DataFrame({0: v}, index=names).to_csv(run / "csv" / f"{prefix}_auc_{TAG}_m{j:02d}.csv")
         if store:
-            _store(run / "metrics.h5", names, f"m{j:02d}", {"insertion": ins, "deletion": dele})
+            _store(run / "metrics.h5", names, f"m{j:02d}", {"insertion": ins, "deletion": dele}, prov)
     return run
 
 
-def _store(path: Path, names: list[str], method: str, values: dict[str, np.ndarray], steps: int = 17) -> None:
+def _store(path: Path, names: list[str], method: str, values: dict[str, np.ndarray], prov: dict,
+           steps: int = 17) -> None:
     """The values (and constant curves, which the tables do not read) of one method, as the metrics stage stores
-    them."""
+    them, with the protocol and parameters of ``prov``."""
     from runners.store import H5Store
 
-    with H5Store(path, names) as st:
+    with H5Store(path, names, {"protocol": prov["protocol"]}) as st:
         for metric, v in values.items():
             key = f"{metric}/{method}"
-            st.ensure_group(key, {"value": ((), "f8"), "curve": ((steps,), "f4")}, {"params": {}})
+            st.ensure_group(key, {"value": ((), "f8"), "curve": ((steps,), "f4")},
+                            {"params": prov["metrics"][metric]})
             st.write(key, list(range(len(names))), value=v, curve=np.zeros((len(names), steps), np.float32))
 
 
@@ -88,7 +90,7 @@ def main() -> int:
         t0 = time.perf_counter()
         build_tables(run, TAG, seed=args.seed, resamples=args.resamples)
         model_s = time.perf_counter() - t0
-        assert not built["disagree"] and not built["unchecked"]
+        assert not built["disagree"] and not built["unchecked"], built["disagree"] + built["unchecked"]
         comps = built["analyses"][TAG]["comparisons"]
         best = {m: {"best_significant": bool(c["best_significant"]), "group_size": len(c["group"]),
                     "significant_pairs": int(c["significant"].sum())} for m, c in comps.items()}

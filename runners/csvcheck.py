@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.core.csvfiles import REWRITE, CSVFileError, read_curves_csv, read_randomisation, read_values_csv
+from benchmark.core.csvfiles import (
+    REWRITE,
+    SIMILARITIES,
+    CSVFileError,
+    read_curves_csv,
+    read_randomisation,
+    read_values_csv,
+)
 
 from .sanity_units import ROW_KEYS, load_units, unit_rows
 from .store import DONE, H5Store, StoreError, lock_holder, stored_names
@@ -214,12 +221,14 @@ class StoreCheck:
             return True
         try:
             maps_h5 = Path(self.run_dir) / "maps.h5"
-            units = load_units(folder, stored_names(maps_h5) if maps_h5.is_file() else None)
-        except (OSError, KeyError, ValueError) as err:  # a unit that does not read: the sanity stage names it
-            self.unchecked.append(f"{path.name}: not checked: a unit in {folder} could not be read ({err})")
+            units, damaged = load_units(folder, stored_names(maps_h5) if maps_h5.is_file() else None)
+        except (OSError, KeyError, ValueError) as err:
+            self.unchecked.append(f"{path.name}: not checked: {folder} could not be read ({err})")
             return True
+        self.disagree += [f"{reason}; `python -m benchmark sanity` moves it aside and computes it again" for _, reason
+                          in damaged]
         rows, _ = unit_rows(units)
-        sims = [str(s) for s in units[0]["similarity_names"]] if units else []
+        sims = [str(s) for s in units[0].get("similarity_names", SIMILARITIES)] if units else []
         cols = list(ROW_KEYS) + sims
         if any(c not in df.columns for c in cols):
             self.disagree.append(f"{path.name} disagrees with its units in {UNITS_DIR}/: its columns are not "

@@ -48,7 +48,7 @@ from .context import RunContext
 from .factory import build_method
 from .maps import explain_chunk
 from .report import add_code_change, changed_code_files, code_change_notices
-from .sanity_units import CONVENTIONS, ROW_KEYS, THUMB, load_unit, load_units, unit_path, unit_rows
+from .sanity_units import CONVENTIONS, ROW_KEYS, THUMB, UnitError, load_unit, load_units, unit_path, unit_rows
 from .store import DONE, StoreError, move_aside
 
 COLUMNS = ROW_KEYS + rnd.SIMILARITIES
@@ -81,6 +81,13 @@ class SanityReport:
 def _thumb(m: torch.Tensor) -> np.ndarray:
     t = F.interpolate(m[None, None].float(), size=(THUMB, THUMB), mode="bilinear", align_corners=False)[0, 0]
     return rnd.minmax(t.cpu().numpy()).astype(np.float16)
+
+
+def _moved_aside(path: Path, reason: str, now: bool = False) -> str:
+    """Move a unit that does not read aside; the line that says so (``now``: it is computed again by this call)."""
+    dest = move_aside(path, "corrupt")
+    return f"{reason}: moved aside to {dest.name if dest else '(gone)'}; " + (
+        "computed again now" if now else "computed again when the sanity check next covers its image")
 
 
 class _Failed(Exception):
@@ -195,15 +202,20 @@ class SanityCheck:
                     for conv in self.conventions:
                         path = unit_path(self.folder, name, oid, conv)
                         if path.exists():
-                            changed = changed_code_files(self._check_protocol(path, protocols[oid]), codes[oid])
-                            add_code_change(changes, f"randomisation/{oid}", 1, changed)
-                            report.already[oid] += 1
-                        else:
-                            todo.setdefault(method, []).append((oid, conv))
+                            try:
+                                stored_code = self._check_protocol(path, protocols[oid])
+                            except UnitError as err:  # damaged: moved aside, computed again below
+                                report.notices.append(_moved_aside(path, str(err), now=True))
+                            else:
+                                add_code_change(changes, f"randomisation/{oid}", 1,
+                                                changed_code_files(stored_code, codes[oid]))
+                                report.already[oid] += 1
+                                continue
+                        todo.setdefault(method, []).append((oid, conv))
                 if todo:
                     self._image(i, int(targets_all[i]), todo, order, protocols, codes, report)
                     report.touched.append(name)
-            report.csv, report.targets_csv = self.write_csv()
+            report.csv, report.targets_csv = self.write_csv(report)
             report.params_json = self.write_params(order, producer, chosen)
             report.notices += code_change_notices(changes)
         c.progress.settle("sanity")
@@ -317,9 +329,12 @@ class SanityCheck:
                 report.computed[oid] += 1
 
     # ------------------------------------------------------------------------------------------ outputs
-    def write_csv(self) -> tuple[Path | None, Path | None]:
-        """Rebuild ``randomisation_<tag>.csv`` and ``randomisation_targets_<tag>.csv`` from every stored unit."""
-        units = load_units(self.folder, self.ctx.source.names)
+    def write_csv(self, report: SanityReport) -> tuple[Path | None, Path | None]:
+        """Rebuild ``randomisation_<tag>.csv`` and ``randomisation_targets_<tag>.csv`` from every stored unit; a
+        unit that does not read is moved aside (said in ``report``), and computed again by the next call that
+        checks its image."""
+        units, damaged = load_units(self.folder, self.ctx.source.names)
+        report.notices += [_moved_aside(path, reason) for path, reason in damaged]
         if not units:
             return None, None
         rows, trows = unit_rows(units)

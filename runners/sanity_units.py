@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zipfile
+import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+
+from .store import StoreError
 
 CONVENTIONS = ("original_top1", "randomised_top1")
 THUMB = 112  # thumbnail side of the stored maps (figures only; the similarities use the 224x224 maps)
 ROW_KEYS = ("image", "method", "convention", "step", "layer")  # then one column per similarity
+UNIT_KEYS = ("image", "method", "convention", "layers", "targets", "similarities", "protocol")  # what reading needs
 
 
 def _safe(name: str) -> str:
@@ -28,21 +34,46 @@ def unit_path(folder: Path, image: str, method: str, convention: str) -> Path:
     return folder / f"{_safe(image)}__{method}__{convention}.npz"
 
 
+class UnitError(StoreError):
+    """A unit file that does not read (its zip CRC fails, it is truncated, a key is missing): named with the file."""
+
+
 def load_unit(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """The arrays of a unit; a :class:`UnitError` naming the file when it does not read (each array is checked
+    against the CRC-32 its zip entry keeps)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            unit = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise UnitError(f"sanity-check unit {path} does not read ({type(err).__name__}: {err})") from None
+    missing = [k for k in UNIT_KEYS if k not in unit]
+    if missing:
+        raise UnitError(f"sanity-check unit {path} lacks {missing}")
+    return unit
 
 
-def load_units(folder: Path, names: list[str] | None = None) -> list[dict]:
+class Units(NamedTuple):
+    """The units that read, and ``(path, reason)`` of those that do not."""
+
+    units: list[dict]
+    damaged: list[tuple[Path, str]]
+
+
+def load_units(folder: Path, names: list[str] | None = None) -> Units:
     """Every stored unit of an image in ``names`` (default: every unit), in list order (default: by name), then
-    method, then convention."""
-    units = [load_unit(p) for p in sorted(folder.glob("*.npz"))] if folder.exists() else []
+    method, then convention; and the unit files that do not read."""
+    units, damaged = [], []
+    for p in sorted(folder.glob("*.npz")) if folder.exists() else []:
+        try:
+            units.append(load_unit(p))
+        except UnitError as err:
+            damaged.append((p, str(err)))
     if names is None:
         names = sorted({str(u["image"]) for u in units})
     pos = {n: k for k, n in enumerate(names)}
     units = [u for u in units if str(u["image"]) in pos]
     units.sort(key=lambda u: (pos[str(u["image"])], str(u["method"]), CONVENTIONS.index(str(u["convention"]))))
-    return units
+    return Units(units, damaged)
 
 
 def unit_rows(units: list[dict]) -> tuple[list[list], list[list]]:

@@ -293,3 +293,34 @@ def test_a_randomisation_csv_that_disagrees_with_its_units_is_left_out(sanity_ru
                                  profile="quick", progress=False))
     assert run_sanity(again, methods=["gradcam", EDGE_ID]).computed == {"gradcam": 0, EDGE_ID: 0}
     assert csv.read_text() == good and main(args) == 0
+
+
+def test_a_damaged_unit_is_named_moved_aside_and_computed_again(sanity_run, tmp_path, capsys):
+    """A unit whose bytes changed fails its zip CRC: `status` names it (exit 1), the sanity stage moves it aside and
+    computes it again (the edge detector's rows then equal the old ones exactly: it ignores the model), and no
+    traceback is shown."""
+    import shutil
+
+    from benchmark.cli import main
+    from runners.context import RunConfig, RunContext
+    from runners.sanity import run_sanity
+    from runners.sanity_units import unit_path
+
+    ctx, report, df = sanity_run
+    run_dir = tmp_path / ctx.run_dir.name
+    shutil.copytree(ctx.run_dir, run_dir)
+    unit = unit_path(run_dir / "randomisation", "chelsea.png", EDGE_ID, "original_top1")
+    data = bytearray(unit.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 16] = bytes(b ^ 0xFF for b in data[len(data) // 2:len(data) // 2 + 16])
+    unit.write_bytes(bytes(data))
+    assert main(["status", str(run_dir)]) == 1
+    assert f"DISAGREES: sanity-check unit {unit} does not read (" in capsys.readouterr().out
+
+    again = run_sanity(RunContext(RunConfig(model="efficientnet_lite0", data="demo", limit=1, out=str(tmp_path),
+                                            profile="quick", progress=False)), methods=["gradcam", EDGE_ID])
+    assert again.computed == {"gradcam": 0, EDGE_ID: 1} and again.already == {"gradcam": 2, EDGE_ID: 1}
+    (line,) = [n for n in again.notices if "moved aside" in n]
+    assert line.startswith(f"sanity-check unit {unit} does not read") and line.endswith("computed again now")
+    assert len(list(unit.parent.glob(unit.name + ".corrupt-*"))) == 1
+    pd.testing.assert_frame_equal(pd.read_csv(again.csv), df)
+    assert main(["status", str(run_dir)]) == 0

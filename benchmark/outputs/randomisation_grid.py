@@ -73,7 +73,7 @@ def sanity_grids(run_dir: Path, tag: str, source, image_size: int, antialias: bo
                  redraw: set[str] = frozenset()) -> list[Path]:
     """The grid of every image of ``images`` that has units: drawn when in ``redraw`` or when missing."""
     run_dir = Path(run_dir)
-    units = load_units(run_dir / "randomisation", source.names)
+    units = load_units(run_dir / "randomisation", source.names).units  # damaged ones: moved aside by the stage
     out = []
     for name in images:
         path = grid_path(run_dir / "figures", tag, name)

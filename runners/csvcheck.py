@@ -179,9 +179,10 @@ class StoreCheck:
     def check_provenance(self, provenance: dict) -> None:
         """The protocol and metric parameters that ``provenance.json`` states (the tables print them) must be those
         of the stores: a replaced or stale ``provenance.json`` is named as disagreeing (once)."""
-        if "provenance.json" in self._verdict or not provenance.get("protocol"):
+        if "provenance.json" in self._verdict or not isinstance(provenance.get("protocol"), dict):
             return
         self._verdict["provenance.json"] = True
+        metrics = provenance.get("metrics") if isinstance(provenance.get("metrics"), dict) else {}
         said = []
         for name in ("maps.h5", STORE_FILE):
             path = Path(self.run_dir) / name
@@ -190,16 +191,15 @@ class StoreCheck:
             try:
                 with H5Store.read_only(path) as store:
                     stored = store.attrs().get("protocol")
-                    params = {m: store.group_attrs(f"{m}/{g}").get("params") for m in provenance.get("metrics", {})
-                              for g in store.groups(m)[:1]} if name == STORE_FILE else {}
+                    params = {m: store.group_attrs(f"{m}/{g}").get("params") for m in metrics
+                              for g in store.groups(str(m))[:1]} if name == STORE_FILE else {}
             except (OSError, StoreError, KeyError, ValueError):
                 continue  # an unreadable store is named by `status` and by the stages
             if stored is not None and _normal(stored) != _normal(provenance["protocol"]):
                 said.append(f"its protocol is not {name}'s ({_first_difference(provenance['protocol'], stored)})")
             for m, p in params.items():
-                if p is not None and _normal(p) != _normal(provenance["metrics"][m]):
-                    said.append(f"its {m} parameters are not {name}'s "
-                                f"({_first_difference(provenance['metrics'][m], p)})")
+                if p is not None and _normal(p) != _normal(metrics[m]):
+                    said.append(f"its {m} parameters are not {name}'s ({_first_difference(metrics[m], p)})")
         if said:
             self._verdict["provenance.json"] = False
             self.disagree.append("provenance.json disagrees with the stores: " + "; ".join(said) + ". The tables "

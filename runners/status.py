@@ -165,6 +165,17 @@ def _shard_lines(run_dir: Path, verify: bool) -> tuple[list[str], int]:
     return lines, problems
 
 
+def _unit_lines(run_dir: Path) -> list[str]:
+    """The sanity check's units: how many, and those moved aside (damaged, or dropped by ``--recompute``)."""
+    folder = run_dir / "randomisation"
+    if not folder.is_dir():
+        return []
+    units = list(folder.glob("*.npz"))
+    aside = sorted(p for p in folder.iterdir() if any(f".npz.{why}-" in p.name for why in MOVED_ASIDE))
+    return ([f"  randomisation/: {len(units)} sanity-check unit(s), {len(aside)} moved aside"] +
+            [f"    moved aside: {p.name}" for p in aside[:10]])
+
+
 def _csv_lines(run_dir: Path) -> tuple[list[str], int]:
     """The CSV files against the stores they were written from (:func:`runners.csvcheck.check_folder`): one line
     when they agree, one per file that disagrees (a problem) or that no store vouches for."""
@@ -215,6 +226,7 @@ def status_text(folder: str | Path, verify: bool = True, repair: bool = False) -
         lines, p = _shard_lines(run_dir, verify)
         out += lines
         problems += p
+        out += _unit_lines(run_dir)
         if verify:
             lines, p = _csv_lines(run_dir)
             out += lines

@@ -321,6 +321,8 @@ def test_a_damaged_unit_is_named_moved_aside_and_computed_again(sanity_run, tmp_
     assert again.computed == {"gradcam": 0, EDGE_ID: 1} and again.already == {"gradcam": 2, EDGE_ID: 1}
     (line,) = [n for n in again.notices if "moved aside" in n]
     assert line.startswith(f"sanity-check unit {unit} does not read") and line.endswith("computed again now")
-    assert len(list(unit.parent.glob(unit.name + ".corrupt-*"))) == 1
+    (aside,) = unit.parent.glob(unit.name + ".corrupt-*")
     pd.testing.assert_frame_equal(pd.read_csv(again.csv), df)
     assert main(["status", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "randomisation/: 4 sanity-check unit(s), 1 moved aside" in out and f"moved aside: {aside.name}" in out

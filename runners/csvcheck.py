@@ -57,6 +57,9 @@ def csv_stems(metrics: dict[str, tuple[str, bool]] = TABLE_METRICS) -> dict[str,
     return out
 
 
+CSV_STEMS = csv_stems()
+
+
 def _normal(obj) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
@@ -101,10 +104,9 @@ class StoreCheck:
         return self._verdict[path.name]
 
     def _compare(self, stem: str, method: str, path: Path, frame) -> bool:
-        stems = csv_stems()
-        if stem not in stems:
+        if stem not in CSV_STEMS:
             return True
-        metric_id, array = stems[stem]
+        metric_id, array = CSV_STEMS[stem]
         key = f"{metric_id}/{method}"
         try:
             with H5Store.read_only(self.store_path) as store:
@@ -281,7 +283,7 @@ def check_folder(run_dir: Path, tag: str | None = None) -> tuple[StoreCheck, int
     csv_dir = run_dir / "csv"
     if not csv_dir.is_dir():
         return check, 0
-    for stem in csv_stems():
+    for stem in CSV_STEMS:
         read = read_curves_csv if stem.endswith("_details") else read_values_csv
         head = f"{stem}_{tag}_"
         for path in sorted(csv_dir.glob(f"{head}*.csv")):

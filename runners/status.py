@@ -149,7 +149,7 @@ def _shard_lines(run_dir: Path, verify: bool) -> tuple[list[str], int]:
             if state != "done":
                 notes.append(f"{state}: {why}")
         parts = sorted(folder.glob("*.h5.part"))
-        aside = sorted(p for p in folder.iterdir() if any(f".{why}-" in p.name for why in MOVED_ASIDE))
+        aside = _moved_aside(folder)
         failed = sorted(folder.glob("*.failed.json"))
         lines.append(f"    {stage}: {states['done']} finished, {len(parts)} in progress or interrupted, "
                      f"{states['corrupt']} corrupt, {len(failed)} failed, {len(aside)} file(s) moved aside")
@@ -165,13 +165,19 @@ def _shard_lines(run_dir: Path, verify: bool) -> tuple[list[str], int]:
     return lines, problems
 
 
+def _moved_aside(folder: Path, suffix: str = "") -> list[Path]:
+    """The files of ``folder`` moved aside (:func:`runners.store.move_aside`: ``<name>.<why>-<time>``), whose
+    names end in ``suffix`` before the mark."""
+    return sorted(p for p in folder.iterdir() if any(f"{suffix}.{why}-" in p.name for why in MOVED_ASIDE))
+
+
 def _unit_lines(run_dir: Path) -> list[str]:
     """The sanity check's units: how many, and those moved aside (damaged, or dropped by ``--recompute``)."""
     folder = run_dir / "randomisation"
     if not folder.is_dir():
         return []
     units = list(folder.glob("*.npz"))
-    aside = sorted(p for p in folder.iterdir() if any(f".npz.{why}-" in p.name for why in MOVED_ASIDE))
+    aside = _moved_aside(folder, ".npz")
     return ([f"  randomisation/: {len(units)} sanity-check unit(s), {len(aside)} moved aside"] +
             [f"    moved aside: {p.name}" for p in aside[:10]])
 

@@ -24,8 +24,8 @@ def _results_folder(args) -> Path:
 
 
 def warn_disagree(disagree: list[str]) -> int:
-    """Say on stderr which CSV files were left out because they disagree with their ``metrics.h5``; the exit
-    status: 1 when any was."""
+    """Say on stderr which files disagree with the stores they were written from (:mod:`runners.csvcheck`); the
+    exit status: 1 when any does."""
     for line in disagree:
         print(f"warning: {line}", file=sys.stderr)
     return 1 if disagree else 0

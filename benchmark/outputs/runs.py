@@ -63,9 +63,11 @@ class Run:
 
     @property
     def check(self) -> StoreCheck:
-        """The comparison of the CSV files read with the folder's ``metrics.h5`` (:mod:`runners.csvcheck`)."""
+        """The comparison of the files read (CSV files, ``provenance.json``) with the folder's stores
+        (:mod:`runners.csvcheck`); the provenance is judged when the check is made."""
         if self._check is None:
             self._check = StoreCheck(self.run_dir)
+            self._check.check_provenance(self.provenance)
         return self._check
 
     @property

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from benchmark.core.hooks import Hooks
+from benchmark.core.ranks import spearman
 
 RANDOMISED_TYPES = (nn.Conv2d, nn.Linear)
 SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
@@ -102,16 +103,6 @@ def minmax(m: np.ndarray) -> np.ndarray:
     m = np.asarray(m, dtype=np.float64)
     lo, hi = m.min(), m.max()
     return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of the pixels of two maps (NaN if one is constant)."""
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
 
 
 def spearman_abs(a: np.ndarray, b: np.ndarray) -> float:

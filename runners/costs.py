@@ -35,7 +35,7 @@ from metrics.base import MetricError
 
 from .context import DEFAULT_METRICS, RunContext
 from .factory import build_methods, build_metrics, in_run_order
-from .sanity_units import CONVENTIONS, unit_path
+from .sanity_units import CONVENTIONS, unit_path, unit_reads
 from .store import DONE, IMG_BAD
 from .tuning import cached_rates
 
@@ -129,14 +129,15 @@ class Stored:
         return int(todo[self.rows].sum())
 
     def sanity_left(self, output_ids: list[str], n: int) -> int:
-        """Of the first ``n`` images, those missing a randomisation unit of ``output_ids`` (either convention); all
-        of them when ``--recompute`` names one of the ids (its units are computed again)."""
+        """Of the first ``n`` images, those missing a randomisation unit of ``output_ids`` (either convention) or
+        holding one that does not read (the stage moves it aside and computes it again); all of them when
+        ``--recompute`` names one of the ids (its units are computed again)."""
         folder: Path = self.ctx.run_dir / "randomisation"
         names = [self.ctx.source.names[i] for i in self.rows[:n]]
         if set(output_ids) & self.again:
             return len(names)
-        return sum(any(not unit_path(folder, name, oid, conv).exists() for oid in output_ids for conv in CONVENTIONS)
-                   for name in names)
+        return sum(any(not unit_reads(unit_path(folder, name, oid, conv)) for oid in output_ids
+                       for conv in CONVENTIONS) for name in names)
 
 
 def _method_cost(model, mid: str, quick: bool, seed: int, cache: dict) -> Cost | None:

@@ -7,13 +7,17 @@ hold exactly the store's done values, bit for bit (a value is written as float64
 float32 widened to float64, so equal means equal). A file that disagrees (edited, replaced, or left behind by an
 interrupted write) is left out of the tables and figures, and named with what differs and how to write it again; a
 file the store holds no values for is used and named as unchecked. The sanity check's ``randomisation_<tag>.csv``
-is compared in the same way with the units it was written from (``randomisation/*.npz``), and the protocol and
-metric parameters ``provenance.json`` states with those of ``maps.h5`` and ``metrics.h5``.
+is compared in the same way with the units it was written from (``randomisation/*.npz``), the protocol and
+metric parameters ``provenance.json`` states with those of ``maps.h5`` and ``metrics.h5``, and the summary
+``precision_drift.json`` states with the one computed again from its fp32 side (``precision_drift.npz``) and the
+stored maps and values (:mod:`runners.drift`).
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from benchmark.core.csvfiles import (
     read_values_csv,
 )
 
+from .drift import DRIFT_ARRAYS, DRIFT_FILE, drift_row, read_drift
 from .sanity_units import ROW_KEYS, load_units, unit_rows
 from .store import DONE, H5Store, StoreError, lock_holder, stored_names
 
@@ -208,6 +213,79 @@ class StoreCheck:
                                  "would print a protocol the results were not computed with; every computing stage "
                                  "writes it again (e.g. `python -m benchmark metrics` with the folder's options)")
 
+    def drift_usable(self, drift: dict) -> bool:
+        """False when ``precision_drift.json`` (read as ``drift``) is not the summary that its fp32 side
+        (``precision_drift.npz``) and the stored maps and values give again, bit for bit (an edited file, or a
+        stale one: maps or values computed again since); named once. Without the arrays (an older harness) or
+        the stores, it is shown as found and named as not checked."""
+        if DRIFT_FILE not in self._verdict:
+            self._verdict[DRIFT_FILE] = self._compare_drift(drift)
+        return self._verdict[DRIFT_FILE]
+
+    def _compare_drift(self, drift: dict) -> bool:
+        redo = "`python -m benchmark run` with the folder's options and --drift-images writes it again"
+        if "error" in drift:
+            self.disagree.append(f"{drift['error']}: left out of the report; {redo}")
+            return False
+        arrays_path, maps_path = Path(self.run_dir) / DRIFT_ARRAYS, Path(self.run_dir) / "maps.h5"
+        if not arrays_path.is_file() or not maps_path.is_file():
+            missing = DRIFT_ARRAYS if not arrays_path.is_file() else "maps.h5"
+            self.unchecked.append(f"{DRIFT_FILE}: no {missing} next to it (written by an older harness, or copied "
+                                  "alone): shown as found, not checked")
+            return True
+        try:
+            said, again = drift.get("methods", {}), {}
+            with np.load(arrays_path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            with H5Store.read_only(maps_path) as maps:
+                precision = (maps.attrs().get("protocol") or {}).get("precision")
+                if precision is not None and precision != drift.get("precision"):
+                    raise _DriftMismatch(f"it was computed at {drift.get('precision')!r}, maps.h5 at {precision!r}")
+                scores = H5Store.read_only(self.store_path) if self.applies() else None
+                try:
+                    for oid, row in said.items():
+                        again[oid] = self._drift_again(oid, row, arrays, maps, scores)
+                finally:
+                    if scores is not None:
+                        scores.close()
+        except _DriftMismatch as err:
+            self.disagree.append(f"{DRIFT_FILE} disagrees with the stores: {err}. Left out of the report; {redo}")
+            return False
+        except (OSError, StoreError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile,
+                zlib.error) as err:
+            self.disagree.append(f"{DRIFT_FILE} could not be checked against {DRIFT_ARRAYS} and the stores "
+                                 f"({type(err).__name__}: {err}). Left out of the report; {redo}")
+            return False
+        if _normal(again) != _normal(said):
+            self.disagree.append(f"{DRIFT_FILE} disagrees with the summary of {DRIFT_ARRAYS} and the stores "
+                                 f"({_first_difference(said, again)}). Left out of the report; {redo}")
+            return False
+        return True
+
+    @staticmethod
+    def _drift_again(oid: str, row: dict, arrays: dict, maps: H5Store, scores: H5Store | None) -> dict:
+        """The drift row of ``oid`` computed again from the fp32 arrays and the stores' rows of its images."""
+        names = [str(n) for n in row["image_names"]]
+        if [str(n) for n in arrays[f"images__{oid}"]] != names:
+            raise _DriftMismatch(f"{oid}: its images are not those of {DRIFT_ARRAYS}")
+        pos = {n: i for i, n in enumerate(maps.names)}
+        if any(n not in pos for n in names):
+            raise _DriftMismatch(f"{oid}: an image of it is not in maps.h5's list")
+        rows = [pos[n] for n in names]
+
+        def held(store: H5Store | None, group: str) -> np.ndarray:
+            if store is None or not store.has_group(group) or not (store.status(group)[rows] == DONE).all():
+                raise _DriftMismatch(f"{group}: the store no longer holds the finished rows it was computed from")
+            values, bad = store.read_rows(group, rows, mark=False)
+            if bad:
+                raise _DriftMismatch(f"{group}: rows it was computed from fail their checksum")
+            return values
+
+        stored_maps = held(maps, f"maps/{oid}")["map"]
+        values = {m: (arrays[f"fp32__{m}__{oid}"], held(scores, f"{m}/{oid}")["value"])
+                  for m in row.get("metrics", {})}
+        return dict(drift_row(arrays[f"map__{oid}"], stored_maps, values), image_names=names)
+
     def randomisation_usable(self, path: Path, df: pd.DataFrame) -> bool:
         """False when ``randomisation_<tag>.csv`` (read as ``df``) does not hold exactly the rows of the units in
         ``randomisation/`` it was written from (of the images of the folder's list)."""
@@ -267,10 +345,15 @@ class StoreCheck:
         return False
 
 
+class _DriftMismatch(Exception):
+    """What makes ``precision_drift.json`` disagree with its arrays and the stores (said once, with the file)."""
+
+
 def check_folder(run_dir: Path, tag: str | None = None) -> tuple[StoreCheck, int]:
-    """Every metric CSV of ``<run_dir>/csv`` (of model tag ``tag``, default the folder's name) and its
-    randomisation CSV, judged against the folder's stores as the tables would read them: (the check, the number of
-    files read). A file that does not read as its format is counted as disagreeing."""
+    """Every metric CSV of ``<run_dir>/csv`` (of model tag ``tag``, default the folder's name), its randomisation
+    CSV and its ``precision_drift.json``, judged against the folder's stores as the tables and the report would
+    read them: (the check, the number of files read). A file that does not read as its format is counted as
+    disagreeing."""
     run_dir = Path(run_dir)
     tag = tag or run_dir.name
     check, n = StoreCheck(run_dir), 0
@@ -280,9 +363,13 @@ def check_folder(run_dir: Path, tag: str | None = None) -> tuple[StoreCheck, int
             check.check_provenance(json.loads(prov.read_text()))
         except (OSError, ValueError, AttributeError) as err:
             check.disagree.append(f"provenance.json does not read ({err}); every computing stage writes it again")
+    drift = read_drift(run_dir)
+    if drift is not None:
+        n += 1
+        check.drift_usable(drift)
     csv_dir = run_dir / "csv"
     if not csv_dir.is_dir():
-        return check, 0
+        return check, n
     for stem in CSV_STEMS:
         read = read_curves_csv if stem.endswith("_details") else read_values_csv
         head = f"{stem}_{tag}_"

@@ -7,6 +7,10 @@ Per output id of each method (the ablations a Poly-CAM call makes included), ove
 
 and per metric that scores a stored map (insertion, deletion), ``max`` and ``mean`` of ``|AUC_p,i - AUC_32,i|``,
 where ``AUC_p`` is the stored value (maps and passes at precision p) and ``AUC_32`` the fp32 map scored at fp32.
+
+The fp32 side is kept in ``<run>/precision_drift.npz`` (``map__<id>``: the fp32 maps; ``fp32__<metric>__<id>``: their
+fp32 values; ``images__<id>``: the image names), so the summary can be computed again from it and the stores
+(:meth:`runners.csvcheck.StoreCheck.drift_usable`): an edited or stale ``precision_drift.json`` is named, not shown.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchmark.core.atomic import write_text
+from benchmark.core.atomic import atomic_write, write_text
 
 if TYPE_CHECKING:
     from .context import RunContext
 # torch, the models and the stores load in check_drift only: the report and tables read the file without them
 
 DRIFT_FILE = "precision_drift.json"
+DRIFT_ARRAYS = "precision_drift.npz"
 DEFAULT_DRIFT_IMAGES = 4
 
 
@@ -40,7 +45,7 @@ def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare_maps(ref: np.ndarray, other: np.ndarray) -> dict:
     """The drift fields of two stacks of maps [N,H,W] (``ref`` at fp32)."""
-    from metrics.randomisation import spearman
+    from benchmark.core.ranks import spearman
 
     a, b = ref.astype(np.float64), other.astype(np.float64)
     rho = [spearman(a[i], b[i]) for i in range(a.shape[0])]
@@ -49,6 +54,18 @@ def compare_maps(ref: np.ndarray, other: np.ndarray) -> dict:
             "map_mean_abs_diff": float(np.abs(a - b).mean()), "map_max_rel_diff": max_rel_diff(a, b),
             "spearman_min": float(min(finite)) if finite else None,
             "spearman_mean": float(np.mean(finite)) if finite else None}
+
+
+def drift_row(ref: np.ndarray, stored: np.ndarray, values: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """The drift fields of one map id: :func:`compare_maps` of its fp32 maps ``ref`` and its stored maps, and per
+    metric id of ``values`` (its fp32 values, its stored values) the means and the max / mean absolute difference."""
+    row = compare_maps(ref, stored)
+    row["metrics"] = {}
+    for metric_id, (v32, held) in values.items():
+        diff = np.abs(np.asarray(held, np.float64) - np.asarray(v32, np.float64))
+        row["metrics"][metric_id] = {"fp32_mean": float(v32.mean()), "stored_mean": float(held.mean()),
+                                     "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
+    return row
 
 
 def check_drift(ctx: "RunContext", n_images: int = DEFAULT_DRIFT_IMAGES) -> Path | None:
@@ -72,6 +89,7 @@ def check_drift(ctx: "RunContext", n_images: int = DEFAULT_DRIFT_IMAGES) -> Path
         methods, _ = build_methods(ctx, [m for m in (ctx.cfg.methods or []) if m in stored_ids] or None)
         targets_all = maps.read("clean", "target")
         out: dict[str, dict] = {}
+        arrays: dict[str, np.ndarray] = {}  # the fp32 side, kept so the summary can be checked (DRIFT_ARRAYS)
         for method in in_run_order(methods):
             oids = [o for o in method.output_ids if o in stored_ids and o not in out]
             if method.id not in oids:
@@ -93,31 +111,29 @@ def check_drift(ctx: "RunContext", n_images: int = DEFAULT_DRIFT_IMAGES) -> Path
             t = torch.as_tensor(targets_all[rows], device=ctx.device)
             with precision_mod.active("fp32", ctx.device):
                 ref = {k: v.detach().float() for k, v in method.compute_all(ctx.model, x, t, size).items()}
+                out_names = [ctx.source.names[i] for i in rows]
                 for oid in oids:
-                    row = compare_maps(ref[oid].cpu().numpy(), stored[oid][0]["map"])
-                    row["metrics"] = {}
+                    ref32 = ref[oid].cpu().numpy()
+                    values = {}
                     for metric in metrics:
                         key = f"{metric.id}/{oid}"
                         if not scores.has_group(key) or not (scores.status(key)[rows] == DONE).all():
                             continue
-                        values, bad = scores.read_rows(key, rows, mark=False)
+                        held, bad = scores.read_rows(key, rows, mark=False)
                         if bad:
                             continue
                         v32 = metric.compute(ctx.model, x, ref[oid], t)["value"].float().cpu().numpy()
-                        diff = np.abs(values["value"].astype(np.float64) - v32.astype(np.float64))
-                        row["metrics"][metric.id] = {"fp32_mean": float(v32.mean()),
-                                                     "stored_mean": float(values["value"].mean()),
-                                                     "max_abs_diff": float(diff.max()),
-                                                     "mean_abs_diff": float(diff.mean())}
-                    out[oid] = row
-            out_names = [ctx.source.names[i] for i in rows]
-            for oid in oids:
-                out[oid]["image_names"] = out_names
+                        values[metric.id] = (v32, held["value"])
+                        arrays[f"fp32__{metric.id}__{oid}"] = v32
+                    out[oid] = dict(drift_row(ref32, stored[oid][0]["map"], values), image_names=out_names)
+                    arrays[f"map__{oid}"] = ref32
+                    arrays[f"images__{oid}"] = np.asarray(out_names, dtype=str)
     # the run's precision again (active() restores the TF32 switches; configure() for clarity)
     precision_mod.configure(ctx.precision, ctx.device)
     data = {"precision": ctx.precision, "reference": "fp32", "images_asked": n_images, "methods": out,
             "seconds": time.perf_counter() - t0, "definition": __doc__.split("\n\n", 1)[1].strip()}
     path = ctx.run_dir / DRIFT_FILE
+    atomic_write(ctx.run_dir / DRIFT_ARRAYS, lambda fh: np.savez_compressed(fh, **arrays))  # before what it vouches
     write_text(path, json.dumps(data, indent=1))
     return path
 

@@ -52,6 +52,14 @@ def load_unit(path: Path) -> dict:
     return unit
 
 
+def unit_reads(path: Path) -> bool:
+    """Whether the unit at ``path`` exists and reads (:func:`load_unit`)."""
+    try:
+        return path.is_file() and bool(load_unit(path))
+    except UnitError:
+        return False
+
+
 class Units(NamedTuple):
     """The units that read, and ``(path, reason)`` of those that do not."""
 

@@ -189,7 +189,7 @@ def _csv_lines(run_dir: Path) -> tuple[list[str], int]:
     if not n:
         return [], 0
     lines = [f"  csv/: {n} file(s) read; {len(check.disagree)} disagreement(s) with the stores they were written "
-             "from (CSV files and provenance.json)"]
+             "from (CSV files, provenance.json, precision_drift.json)"]
     lines += [f"    DISAGREES: {line}" for line in check.disagree]
     lines += [f"    {line}" for line in check.unchecked]
     return lines, len(check.disagree)

@@ -3,12 +3,15 @@
 on a demo photo (CPU)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from benchmark.core.csvfiles import read_values_csv
 from conftest import run_cli
+from runners.csvcheck import check_folder
+from runners.store import H5Store, stored_names
 
 TINY = ["--model", "mobilenet_v3_small", "--weights", "random", "--profile", "quick", "--limit", "1",
         "--methods", "gradcam", "--no-progress"]
@@ -68,6 +71,64 @@ def test_report_shows_the_drift(runs):
     text = (folder / "report.md").read_text()
     assert "Precision drift" in text and "`gradcam`: map max |d|" in text
     assert "Precision drift" not in (runs["fp32"][0] / "report.md").read_text()
+
+
+def test_the_drift_file_is_recomputed_from_its_fp32_arrays_and_the_stores(runs, tmp_path):
+    """precision_drift.json is vouched for like the CSV files: its summary is computed again from
+    precision_drift.npz (the fp32 side) and the stored maps and values, and must be equal bit for bit."""
+    src, _ = runs["bf16"]
+    folder = tmp_path / "bf16"
+    shutil.copytree(src, folder)
+    drift, run_dir = _drift(folder)
+    json_path, npz_path = run_dir / "precision_drift.json", run_dir / "precision_drift.npz"
+    with np.load(npz_path) as z:  # what the fp32 side holds
+        assert set(z.files) == {"map__gradcam", "fp32__insertion__gradcam", "fp32__deletion__gradcam",
+                                "images__gradcam"}
+        assert z["map__gradcam"].shape == (1, 224, 224) and list(z["images__gradcam"]) == ["chelsea.png"]
+    check, n = check_folder(run_dir)
+    assert n >= 1 and check.disagree == [] and not any("precision_drift" in u for u in check.unchecked)
+
+    def report():
+        proc = run_cli("report", "--out", folder)
+        return proc, (folder / "report.md").read_text()
+
+    # a hand edit of one number: left out of the report, named with the field, report and status exit 1
+    edited = json.loads(json_path.read_text())
+    assert edited["methods"]["gradcam"]["map_max_abs_diff"] > 0
+    edited["methods"]["gradcam"]["map_max_abs_diff"] *= 1.5
+    json_path.write_text(json.dumps(edited, indent=1))
+    proc, text = report()
+    assert proc.returncode == 1 and "Precision drift" not in text
+    assert "precision_drift.json disagrees with the summary" in text and "gradcam.map_max_abs_diff" in text
+    status = run_cli("status", "--out", folder)
+    assert status.returncode == 1 and "DISAGREES: precision_drift.json" in status.stdout
+    json_path.write_text(json.dumps(drift, indent=1))
+    proc, text = report()
+    assert proc.returncode == 0 and "Precision drift" in text and "precision_drift.json" not in text
+
+    # stale: a stored map written again since (a valid row: its checksum is right)
+    maps_h5 = run_dir / "maps.h5"
+    shutil.copy(maps_h5, tmp_path / "maps.h5.orig")
+    with H5Store(maps_h5, stored_names(maps_h5)) as store:
+        rows, _ = store.read_rows("maps/gradcam", [0])
+        store.write("maps/gradcam", [0], map=rows["map"] * 0.5)
+    proc, text = report()
+    assert proc.returncode == 1 and "Precision drift" not in text and "gradcam.map_max_abs_diff" in text
+    shutil.copy(tmp_path / "maps.h5.orig", maps_h5)
+
+    # damaged fp32 arrays: named, not used
+    good = npz_path.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2: len(bad) // 2 + 16] = bytes(16)
+    npz_path.write_bytes(bytes(bad))
+    proc, text = report()
+    assert proc.returncode == 1 and "Precision drift" not in text and "could not be checked" in text
+
+    # no fp32 arrays (an older harness): shown as found, named as not checked
+    npz_path.unlink()
+    proc, text = report()
+    assert proc.returncode == 0 and "Precision drift" in text
+    assert "precision_drift.json: no precision_drift.npz next to it" in text
 
 
 def test_negative_drift_images_is_a_usage_error():

@@ -314,6 +314,7 @@ def test_a_damaged_unit_is_named_moved_aside_and_computed_again(sanity_run, tmp_
 
     from benchmark.cli import main
     from runners.context import RunConfig, RunContext
+    from runners.costs import Stored
     from runners.sanity import run_sanity
     from runners.sanity_units import unit_path
 
@@ -328,8 +329,11 @@ def test_a_damaged_unit_is_named_moved_aside_and_computed_again(sanity_run, tmp_
     assert main(["status", str(run_dir)]) == 1
     assert f"DISAGREES: sanity-check unit {unit} does not read (" in capsys.readouterr().out
 
-    again = run_sanity(RunContext(RunConfig(model="efficientnet_lite0", data="demo", limit=1, out=str(tmp_path),
-                                            profile="quick", progress=False)), methods=["gradcam", EDGE_ID])
+    ctx_again = RunContext(RunConfig(model="efficientnet_lite0", data="demo", limit=1, out=str(tmp_path),
+                                     profile="quick", progress=False))
+    left = Stored(ctx_again)  # the dry run counts the damaged unit as left to compute
+    assert left.sanity_left([EDGE_ID], 1) == 1 and left.sanity_left(["gradcam"], 1) == 0
+    again = run_sanity(ctx_again, methods=["gradcam", EDGE_ID])
     assert again.computed == {"gradcam": 0, EDGE_ID: 1} and again.already == {"gradcam": 2, EDGE_ID: 1}
     (line,) = [n for n in again.notices if "moved aside" in n]
     assert line.startswith(f"sanity-check unit {unit} does not read") and line.endswith("computed again now")

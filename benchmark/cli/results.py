@@ -82,6 +82,10 @@ def cmd_status(args) -> int:
     """Exit status 0 when nothing is damaged, 1 when something is (after ``--repair``: when it could not be fixed)."""
     from runners.status import status_text
 
+    if args.folder is not None and args.out is not None and Path(args.folder) != Path(args.out):
+        print(f"status: two folders given ({args.folder} and --out {args.out}): give one", file=sys.stderr)
+        return 2
+    args.folder = args.folder or args.out or "results"
     text, code = status_text(args.folder, verify=not args.no_verify, repair=args.repair)
     print(text)
     if args.top1:
@@ -101,8 +105,8 @@ def cmd_status(args) -> int:
 
 
 def status_arguments(p) -> None:
-    p.add_argument("folder", nargs="?", default="results", help="a run folder or a folder of them (default: "
-                   "results)")
+    p.add_argument("folder", nargs="?", default=None, help="a run folder or a folder of them (default: results)")
+    p.add_argument("--out", default=None, help="the same folder, named as the other commands name it")
     p.add_argument("--no-verify", action="store_true", help="do not check the stored rows' checksums and the shard "
                    "files' sha256 (faster)")
     p.add_argument("--top1", action="store_true", help="compare each run's stored clean top-1 classes with the "

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from benchmark.core.atomic import write_text
-from runners.drift import read_drift
 
 from .figures import describe_provenance, run_figures, significance_figure
 from .significance import METRIC_LABELS, METRICS
@@ -109,8 +108,6 @@ def _html(blocks: list[tuple], title: str) -> str:
 
 
 def drift_text(drift: dict) -> str:
-    if "error" in drift:
-        return drift["error"]
     names = sorted({n for r in drift["methods"].values() for n in r.get("image_names", [])})
     return (f"This run computed at {drift['precision']}; the maps and metric values of {len(names)} image(s) were "
             f"computed again at fp32 (the paper protocol) and compared: largest absolute and relative map "
@@ -119,8 +116,6 @@ def drift_text(drift: dict) -> str:
 
 def drift_lines(drift: dict) -> list[str]:
     """One line per map id: ``map max |d| (relative), metric max / mean |d|`` (runners/drift.py)."""
-    if "error" in drift:
-        return []
     lines = []
     for oid, r in sorted(drift["methods"].items()):
         parts = [f"`{oid}`: map max |d| {r['map_max_abs_diff']:.2e} (relative {r['map_max_rel_diff']:.2e})"]
@@ -162,7 +157,8 @@ def build_report(results: str | Path, n_map_images: int = 4, seed: int = DEFAULT
     for t in tables.values():
         missing += [f"{t.title.split(':')[0]}: {m}" for m in t.missing]
     grids = {r.tag: sorted((r.run_dir / "figures").glob(f"randomisation_{r.tag}_*.png")) for r in runs}
-    disagree, unchecked = store_findings(runs)  # the curves the figures read are judged too
+    drifts = {r.tag: r.drift() for r in runs}
+    disagree, unchecked = store_findings(runs)  # the curves the figures read and the drift are judged too
     missing += unchecked
 
     title = f"Saliency benchmark report: {results}"
@@ -193,10 +189,16 @@ def build_report(results: str | Path, n_map_images: int = 4, seed: int = DEFAULT
     for t in tables.values():
         blocks.append(("table", _report_table(t)))
     for run in runs:
-        drift = read_drift(run.run_dir)
-        if drift is not None:
-            blocks += [("h", 2, f"Precision drift - {run.tag}"), ("p", drift_text(drift)),
-                       ("ul", drift_lines(drift))]
+        drift = drifts[run.tag]
+        if drift is None:
+            continue
+        try:  # an unchecked file (no fp32 arrays next to it) may lack fields
+            text, lines = drift_text(drift), drift_lines(drift)
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            missing.append(f"{run.tag}: precision_drift.json lacks what the report reads ({type(err).__name__}: "
+                           f"{err}); `python -m benchmark run --drift-images N` writes it again")
+            continue
+        blocks += [("h", 2, f"Precision drift - {run.tag}"), ("p", text), ("ul", lines)]
     blocks.append(("h", 2, "Figures"))
     for run in runs:
         for key, path in figures[run.tag].items():

@@ -17,6 +17,7 @@ from benchmark.core.atomic import read_json_object
 from benchmark.core.csvfiles import read_curves_csv, read_randomisation, read_values_csv
 from runners.agreement import summary as agreement_summary
 from runners.csvcheck import StoreCheck
+from runners.drift import read_drift
 
 ABLATION_RE = re.compile(r"^(pcam(p|m|pm)_(step\d+|nolnorm)|cam(p|m|pm)_l\d+)$")
 VARIANTS = {"p": "+", "m": "-", "pm": "±"}
@@ -138,6 +139,12 @@ class Run:
             return None
         df = read_randomisation(path)
         return df if self.check.randomisation_usable(path, df) else None
+
+    def drift(self) -> dict | None:
+        """The run's precision drift (``precision_drift.json``, :mod:`runners.drift`); None when there is none (an
+        fp32 run) or when it disagrees with its fp32 arrays and the stores (named in :attr:`check`)."""
+        drift = read_drift(self.run_dir)
+        return drift if drift is not None and self.check.drift_usable(drift) else None
 
     def ablation_aucs(self) -> tuple[dict, dict, set[str]]:
         """(insertion values, deletion values, the Poly-CAM ablation map ids among them)."""

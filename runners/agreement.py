@@ -79,15 +79,23 @@ def check_folder(run_dir: Path) -> dict:
         prov = read_json_object(run_dir / "provenance.json")
     except (OSError, ValueError):
         return not_comparable(f"no readable provenance.json in {run_dir}")
+    return folder_agreement(run_dir, prov)
+
+
+def folder_agreement(run_dir: Path, prov: dict) -> dict:
+    """:func:`agreement` of the clean top-1s of ``<run_dir>/maps.h5``, for the model and protocol ``prov`` (the
+    folder's provenance) states."""
     if not (run_dir / "maps.h5").is_file():
         return not_comparable(f"no maps.h5 in {run_dir}")
-    model = prov.get("model", {})
-    prof = prov.get("protocol", {}).get("profile", {})
+    model, protocol = prov.get("model", {}), prov.get("protocol", {})
+    prof = protocol.get("profile", {})
     try:
         names, top1 = stored_top1(run_dir / "maps.h5")
     except (StoreError, OSError, KeyError) as err:
         return not_comparable(f"{run_dir / 'maps.h5'} cannot be read ({err})")
-    return agreement(model.get("model", "?"), model.get("weights_sha256"), int(prof.get("image_size", 224)),
+    # the weights' sha256 as the protocol states it (runners.csvcheck holds the protocol to maps.h5's)
+    return agreement(model.get("model", "?"), protocol.get("weights_sha256", model.get("weights_sha256")),
+                     int(prof.get("image_size", 224)),
                      bool(prof.get("antialias", False)), names, top1)
 
 

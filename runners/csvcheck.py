@@ -33,6 +33,8 @@ from benchmark.core.csvfiles import (
     read_values_csv,
 )
 
+from .agreement import folder_agreement
+from .agreement import summary as top1_summary
 from .drift import DRIFT_ARRAYS, DRIFT_FILE, drift_row, read_drift
 from .sanity_units import ROW_KEYS, load_units, unit_rows
 from .store import DONE, H5Store, StoreError, lock_holder, stored_names
@@ -183,6 +185,18 @@ class StoreCheck:
             parts.append(f"it lacks {len(lacking)} value(s) that {STORE_FILE} holds ({_example(lacking)})")
         return parts, bool(lacking) and len(parts) == 1
 
+    @property
+    def provenance_agrees(self) -> bool:
+        """False once ``provenance.json`` was found to disagree with the stores (:meth:`check_provenance`)."""
+        return self._verdict.get("provenance.json", True)
+
+    def provenance_state(self) -> str:
+        """What the check says of ``provenance.json``, for the report's provenance table."""
+        if not self.provenance_agrees:
+            return "DISAGREES with the stores (named at the top): the fields below are as it states them"
+        stores = [n for n in ("maps.h5", STORE_FILE) if (Path(self.run_dir) / n).is_file()]
+        return f"agrees with {' and '.join(stores)}" if stores else "not checked (no store next to it)"
+
     def check_provenance(self, provenance: dict) -> None:
         """The protocol and metric parameters that ``provenance.json`` states (the tables print them) must be those
         of the stores: a replaced or stale ``provenance.json`` is named as disagreeing (once)."""
@@ -207,11 +221,35 @@ class StoreCheck:
             for m, p in params.items():
                 if p is not None and _normal(p) != _normal(metrics[m]):
                     said.append(f"its {m} parameters are not {name}'s ({_first_difference(metrics[m], p)})")
+        said += self._top1_differs(provenance)
         if said:
             self._verdict["provenance.json"] = False
             self.disagree.append("provenance.json disagrees with the stores: " + "; ".join(said) + ". The tables "
                                  "would print a protocol the results were not computed with; every computing stage "
                                  "writes it again (e.g. `python -m benchmark metrics` with the folder's options)")
+
+    def _top1_differs(self, provenance: dict) -> list[str]:
+        """The top-1 agreement with the authors' classes that ``provenance.json`` states (the tables and the report
+        print it), against the one computed again from ``maps.h5``'s clean top-1s: one line when they differ."""
+        said = provenance.get("top1_agreement")
+        if said is None or not (Path(self.run_dir) / "maps.h5").is_file():
+            return []
+        try:
+            again = folder_agreement(Path(self.run_dir), provenance)
+        except (AttributeError, TypeError, ValueError) as err:  # fields of the wrong kind
+            return [f"its top-1 agreement cannot be computed again from it ({type(err).__name__}: {err})"]
+        if _normal(again) == _normal(said):
+            return []
+        pid = self.writer()
+        if pid is not None:  # clean top-1s stored since, by a run going on (it writes provenance.json at its end)
+            self.unchecked.append(f"provenance.json: its top-1 agreement is not that of maps.h5 now (a run is "
+                                  f"writing this folder: pid {pid}); shown as it states it")
+            return []
+        try:
+            shown = f"it says [{top1_summary(said)}], maps.h5 gives [{top1_summary(again)}]"
+        except (AttributeError, KeyError, TypeError, ValueError):
+            shown = _first_difference(said, again) if isinstance(said, dict) else f"it says {said!r}"
+        return [f"its top-1 agreement is not that of maps.h5's clean top-1s ({shown})"]
 
     def drift_usable(self, drift: dict) -> bool:
         """False when ``precision_drift.json`` (read as ``drift``) is not the summary that its fp32 side

@@ -5,6 +5,7 @@ Each case is one function of ``CASES`` (the fault, what the harness must do); ``
 a child process whose file-size limit (``RLIMIT_FSIZE``) stops its files from growing, as a full disk does.
 """
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -359,6 +360,21 @@ def test_every_fault_of_the_table_is_covered():
     assert numbers == list(range(1, 14))
 
 
+@contextlib.contextmanager
+def held_lock(run_dir):
+    """A real child process holding ``run_dir``'s lock, as a run writing the folder does; yields its pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, str(os.getpid()).encode(), 0); print('held', flush=True); "
+         "time.sleep(120)", str(run_dir / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run, tmp_path, capsys):
     """The tables read the CSV files, and the folder's metrics.h5 vouches for them: a CSV value edited, a row
     removed or a curve changed by one float32 step leaves that file out of the tables and the report (exit 1,
@@ -401,18 +417,10 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
     values.write_text("\n".join(text.splitlines()[:2]) + "\n")  # the row of coffee.png removed
     code, _, err = cli(capsys, *tables)
     assert code == 1 and "it lacks 1 value(s) that metrics.h5 holds (coffee.png)" in err
-    holder = subprocess.Popen(  # a run writing the folder now: values stored since the file was written are expected
-        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-         "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, str(os.getpid()).encode(), 0); print('held', flush=True); "
-         "time.sleep(120)", str(run_dir / ".lock")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_lock(run_dir) as pid:  # a run writing the folder now: values stored since the file was written
         code, out, err = cli(capsys, "tables", "--out", tmp_path)  # the results folder's lock, not the model's
-        assert code == 0 and f"(a run is writing this folder now: pid {holder.pid}); the file's own values are " \
+        assert code == 0 and f"(a run is writing this folder now: pid {pid}); the file's own values are " \
                              "used" in (tmp_path / "tables" / "tables.md").read_text()
-    finally:
-        holder.kill()
-        holder.wait()
     values.write_text(text + text.splitlines()[1] + "\n")  # the row of chelsea.png twice
     code, _, err = cli(capsys, *tables)
     assert code == 1 and "disagrees with metrics.h5: 1 repeated image row(s)" in err
@@ -450,6 +458,28 @@ def test_a_csv_file_that_disagrees_with_its_store_is_left_out_and_named(good_run
     assert "its insertion parameters are not metrics.h5's (steps: it says 224, the store 16)" in err
     run_metrics(ctx_of(tmp_path, metrics=["insertion"]), map_ids=["gradcam"])  # writes provenance.json again
     assert cli(capsys, *tables)[0] == 0
+
+    prov = json.loads((run_dir / "provenance.json").read_text())  # a top-1 agreement the stored classes do not give
+    assert prov["top1_agreement"]["comparable"] is False  # EfficientNet-Lite0: the authors published none
+    prov["top1_agreement"] = {"comparable": True, "model": "vgg16", "list": "authors.txt", "compared": 1, "equal": 1,
+                              "agreement": 1.0, "differ": [], "differ_count": 0}
+    (run_dir / "provenance.json").write_text(json.dumps(prov))
+    code, _, err = cli(capsys, *tables)
+    assert code == 1 and "its top-1 agreement is not that of maps.h5's clean top-1s (it says [top-1 agreement with " \
+                         "the authors' vgg16: 1 of 1 images (100.00 %)], maps.h5 gives [top-1 agreement with the " \
+                         "authors: not comparable (the authors published top-1 classes for vgg16 and resnet50" in err
+    tables_md = (run_dir / "tables" / "tables.md").read_text()
+    assert "(100.00 %)) [provenance.json disagrees with the stores: named above]." in tables_md
+    assert cli(capsys, "report", "--out", tmp_path)[0] == 1
+    assert "| provenance.json | DISAGREES with the stores (named at the top)" in (tmp_path / "report.md").read_text()
+    with held_lock(run_dir) as pid:  # a run going on stores clean top-1s before it writes provenance.json again
+        code, _, err = cli(capsys, "tables", "--out", tmp_path)  # the results folder's lock, not the model's
+        assert code == 0 and f"provenance.json: its top-1 agreement is not that of maps.h5 now (a run is writing " \
+                             f"this folder: pid {pid}); shown as it states it" in \
+                             (tmp_path / "tables" / "tables.md").read_text()
+    run_metrics(ctx_of(tmp_path, metrics=["insertion"]), map_ids=["gradcam"])
+    assert cli(capsys, *tables)[0] == 0 and cli(capsys, "report", "--out", tmp_path)[0] == 0
+    assert "| provenance.json | agrees with maps.h5 and metrics.h5 |" in (tmp_path / "report.md").read_text()
 
 
 def test_the_metrics_the_tables_check_are_the_registered_ones():

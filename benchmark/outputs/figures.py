@@ -498,7 +498,9 @@ def describe_provenance(run: Run) -> dict:
     env = p.get("environment", {})
     vers = env.get("versions", {})
     model = p.get("model", {})
-    return {"model tag": run.tag, "profile": prof.get("profile", {}).get("name", "unknown"),
+    return {"model tag": run.tag,
+            "provenance.json": run.check.provenance_state(),
+            "profile": prof.get("profile", {}).get("name", "unknown"),
             "protocol": json.dumps(prof.get("profile", {})) if prof else "unknown (no provenance.json)",
             "metric parameters": json.dumps(p.get("metrics", {})) if p.get("metrics") else "-",
             "weights": f"{prof.get('weights') or model.get('weights') or 'unknown'} (sha256 {weights_sha(p)})",

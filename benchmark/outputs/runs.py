@@ -95,8 +95,9 @@ class Run:
                                         else " (not the authors' list)")) if lst else "; images: the demo photos"
         top1 = self.provenance.get("top1_agreement")
         agree = f"; {agreement_summary(top1)}" if top1 else ""
+        unsure = "" if self.check.provenance_agrees else " [provenance.json disagrees with the stores: named above]"
         return (f"`{self.tag}`: profile `{p.get('name')}` ({insdel}{p.get('image_size')} px, antialias "
-                f"{p.get('antialias')}{images}{agree})")
+                f"{p.get('antialias')}{images}{agree}){unsure}")
 
     def polycam_layers(self) -> list[str] | None:
         m = self.provenance.get("model", {})

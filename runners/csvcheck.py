@@ -16,6 +16,7 @@ stored maps and values (:mod:`runners.drift`).
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.core.atomic import read_json_object, sha256_file
 from benchmark.core.csvfiles import (
     REWRITE,
     SIMILARITIES,
@@ -65,6 +67,9 @@ def csv_stems(metrics: dict[str, tuple[str, bool]] = TABLE_METRICS) -> dict[str,
 
 
 CSV_STEMS = csv_stems()
+# The files of `remove-classify` (runners.remove_classify): rc_<protocol>_auc / rc_<protocol>_details, vouched for by
+# the sha256 its remove_classify_<protocol>.json records.
+RC_STEM = re.compile(r"^rc_([A-Za-z0-9]+)_(?:auc|details)$")
 
 
 def _normal(obj) -> str:
@@ -103,8 +108,9 @@ class StoreCheck:
 
     def usable(self, stem: str, method: str, path: Path, frame: pd.DataFrame | pd.Series) -> bool:
         """False when the file ``path`` (read as ``frame``: one row per image) disagrees with the store's
-        ``<metric>/<method>`` (the line saying how is added once, however often the file is read)."""
-        if not self.applies():
+        ``<metric>/<method>``, or (a ``remove-classify`` file, ``rc_<protocol>_*``) with the sha256 its
+        ``remove_classify_<protocol>.json`` records; the line saying how is added once, however often it is read."""
+        if not self.applies() and not RC_STEM.match(stem):  # remove-classify's files have a record of their own
             return True
         if path.name not in self._verdict:
             self._verdict[path.name] = self._compare(stem, method, path, frame)
@@ -112,6 +118,11 @@ class StoreCheck:
 
     def _compare(self, stem: str, method: str, path: Path, frame) -> bool:
         if stem not in CSV_STEMS:
+            protocol = RC_STEM.match(stem)
+            if protocol:
+                return self._compare_recorded(protocol.group(1), method, path)
+            self.unchecked.append(f"{path.name}: no store or record vouches for files {stem}_*: shown as found, not "
+                                  "checked")
             return True
         metric_id, array = CSV_STEMS[stem]
         key = f"{metric_id}/{method}"
@@ -145,6 +156,27 @@ class StoreCheck:
             return True
         self.disagree.append(f"{path.name} disagrees with {STORE_FILE}: " + "; ".join(parts) + ". Left out of the "
                              f"tables and figures: {REWRITE}")
+        return False
+
+    def _compare_recorded(self, protocol: str, method: str, path: Path) -> bool:
+        """A ``remove-classify`` CSV file (no store: its evaluation runs apart) against the sha256 that
+        ``remove_classify_<protocol>.json`` recorded for it when it was written."""
+        record = Path(self.run_dir) / f"remove_classify_{protocol}.json"
+        try:
+            entry = read_json_object(record).get("methods", {}).get(method, {})
+            sha = entry.get("csv_sha256", {}).get(path.name) if isinstance(entry, dict) else None
+        except (OSError, ValueError, AttributeError) as err:
+            self.unchecked.append(f"{path.name}: not checked: {record.name} could not be read ({err})")
+            return True
+        if sha is None:
+            self.unchecked.append(f"{path.name}: {record.name} records no sha256 of it (written by an older harness, "
+                                  "or placed by hand): shown as found, not checked")
+            return True
+        if sha256_file(path) == sha:
+            return True
+        self.disagree.append(f"{path.name} is not the file `remove-classify` wrote (its sha256 is not the one "
+                             f"{record.name} records). Left out of the tables: `python -m benchmark remove-classify "
+                             f"--protocol {protocol}` with the same options writes it again")
         return False
 
     def writer(self) -> str | None:
@@ -417,6 +449,11 @@ def check_folder(run_dir: Path, tag: str | None = None) -> tuple[StoreCheck, int
                 check.usable(stem, path.name[len(head):-len(".csv")], path, read(path))
             except CSVFileError as err:
                 check.disagree.append(str(err))
+    for path in sorted(csv_dir.glob(f"rc_*_{tag}_*.csv")):
+        m = re.match(rf"^(rc_[A-Za-z0-9]+_(?:auc|details))_{re.escape(tag)}_(.+)\.csv$", path.name)
+        if m and RC_STEM.match(m.group(1)):
+            n += 1
+            check.usable(m.group(1), m.group(2), path, None)
     path = csv_dir / f"randomisation_{tag}.csv"
     if path.is_file():
         n += 1

@@ -11,7 +11,8 @@ normalises them, stable ranking, the paper profile's resize, random pixels seede
 (per image the ten correctness bits: top-k for each k, then random for each k), ``csv/rc_<protocol>_auc_<tag>_
 <method>.csv`` (per image mean_k (top-k - random)) and ``remove_classify_<protocol>.json`` (the protocol with each
 choice, the ratios, the clean accuracy against the labels, the label file and its sha256, the seed, the batch size,
-the versions). ``tables`` shows them in the ``remove_classify`` table with the protocol of each row.
+the versions, and the sha256 of each CSV file, which the tables check before they read one). ``tables`` shows
+them in the ``remove_classify`` table with the protocol of each row.
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ def run_remove_classify(model_name: str, weights: str, data: str | None, image_l
         clean = (float(np.mean(res["clean_top1"] == np.asarray(label_list))) if label_list is not None else None)
         full["methods"][mid] = {"params": method.params, "ratios": {str(k): v for k, v in res["ratios"].items()},
                                 "n": len(names), "clean_accuracy": clean,
-                                "csv": [str(values_path.name), str(curves_path.name)]}
+                                "csv": [str(values_path.name), str(curves_path.name)],
+                                # what the tables check the files against (runners.csvcheck)
+                                "csv_sha256": {p.name: sha256_file(p) for p in (values_path, curves_path)}}
         echo(f"{mid:<20} " + "  ".join(f"k={k:g}: {v:.4f}" for k, v in res["ratios"].items()))
     write_text(json_path, json.dumps(full, indent=1, default=str))
     echo(f"written: {json_path} and the rc_{protocol['name']}_* CSV files in {run_dir / 'csv'} (protocol "

@@ -33,7 +33,7 @@ def find_run_dirs(folder: Path, depth: int = 3) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"no results folder {folder}")
     marks = ("maps.h5", "metrics.h5", "shards")
-    if any((folder / m).exists() for m in marks):
+    if any((folder / m).exists() for m in marks) or _rc_records(folder):
         return [folder]
     if depth == 0:
         return []
@@ -41,6 +41,11 @@ def find_run_dirs(folder: Path, depth: int = 3) -> list[Path]:
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in ("csv", "tables", "npz")):
         out += find_run_dirs(sub, depth - 1)
     return out
+
+
+def _rc_records(folder: Path) -> list[Path]:
+    """The ``remove_classify_<protocol>.json`` records of ``remove-classify`` (a folder of its own, no stores)."""
+    return sorted(folder.glob("remove_classify_*.json"))
 
 
 def _limit(run_dir: Path) -> int | None:
@@ -188,8 +193,8 @@ def _csv_lines(run_dir: Path) -> tuple[list[str], int]:
     check, n = check_folder(run_dir)
     if not n:
         return [], 0
-    lines = [f"  csv/: {n} file(s) read; {len(check.disagree)} disagreement(s) with the stores they were written "
-             "from (CSV files, provenance.json, precision_drift.json)"]
+    lines = [f"  csv/: {n} file(s) read; {len(check.disagree)} disagreement(s) with what they were written from "
+             "(metrics.h5, maps.h5, the sanity units, precision_drift.npz, remove-classify's records)"]
     lines += [f"    DISAGREES: {line}" for line in check.disagree]
     lines += [f"    {line}" for line in check.unchecked]
     return lines, len(check.disagree)
@@ -225,7 +230,10 @@ def status_text(folder: str | Path, verify: bool = True, repair: bool = False) -
     for run_dir in find_run_dirs(Path(folder)):
         out.append(f"{run_dir}:")
         limit = _limit(run_dir)
-        for store in ("maps.h5", "metrics.h5"):
+        rc_only = _rc_records(run_dir) and not any((run_dir / m).exists() for m in ("maps.h5", "metrics.h5"))
+        if rc_only:
+            out.append("  remove-classify results: " + ", ".join(p.name for p in _rc_records(run_dir)))
+        for store in () if rc_only else ("maps.h5", "metrics.h5"):
             lines, p = _store_lines(run_dir / store, limit, verify, repair)
             out += lines
             problems += p
@@ -241,7 +249,7 @@ def status_text(folder: str | Path, verify: bool = True, repair: bool = False) -
         if holder is not None:
             out.append(f"  running now: pid {holder} holds the lock")
     if not out:
-        return f"{folder}: no run folder (maps.h5, metrics.h5 or shards/) found", 1
+        return f"{folder}: no run folder (maps.h5, metrics.h5, shards/ or remove_classify_*.json) found", 1
     if problems:
         out.append(f"{problems} problem(s) found" + ("" if repair else ": see above (`status --repair` fixes what "
                                                                        "it can)"))

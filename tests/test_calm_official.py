@@ -541,8 +541,37 @@ def test_remove_classify_command_and_table(tmp_path, photo_folder):
                        index_col=0).shape == (3, 10)
     from benchmark.outputs.tables import build_results_tables
 
-    table = build_results_tables(out)["tables"]["remove_classify"]
+    built = build_results_tables(out)
+    table = built["tables"]["remove_classify"]
     assert sorted(table.data["protocol"]) == ["calm", "harness"] and set(table.data["method"]) == {"gradcam"}
     assert table.header[:4] == ["model", "method", "protocol", "n"]
+    assert built["disagree"] == [] and not any("rc_" in line for line in built["unchecked"])
+
+    # the files are vouched for by the sha256 remove_classify_<protocol>.json records: an edit is left out, named
+    details = run / "csv" / "rc_calm_details_mobilenet_v3_small-random_gradcam.csv"
+    good = details.read_text()
+    lines = good.splitlines()
+    lines[1] = lines[1][:-1] + ("0" if lines[1][-1] == "1" else "1")  # one correctness bit flipped
+    details.write_text("\n".join(lines) + "\n")
+    built = build_results_tables(out)
+    assert list(built["tables"]["remove_classify"].data["protocol"]) == ["harness"]
+    (line,) = built["disagree"]
+    assert line.startswith("mobilenet_v3_small-random: rc_calm_details_mobilenet_v3_small-random_gradcam.csv is not "
+                           "the file `remove-classify` wrote (its sha256 is not the one remove_classify_calm.json "
+                           "records)")
+    r = run_cli("tables", "--out", out)
+    assert r.returncode == 1 and "rc_calm_details" in r.stderr
+    status = run_cli("status", out)
+    assert status.returncode == 1 and "DISAGREES: rc_calm_details_mobilenet_v3_small-random_gradcam.csv" in \
+        status.stdout
+    details.write_text(good)
+    assert run_cli("tables", "--out", out).returncode == 0
+    del full["methods"]["gradcam"]["csv_sha256"]  # a record of an older harness: shown, named as not checked
+    (run / "remove_classify_calm.json").write_text(json.dumps(full))
+    built = build_results_tables(out)
+    assert sorted(built["tables"]["remove_classify"].data["protocol"]) == ["calm", "harness"]
+    assert built["disagree"] == [] and any("rc_calm_details_mobilenet_v3_small-random_gradcam.csv: "
+                                           "remove_classify_calm.json records no sha256 of it" in line
+                                           for line in built["unchecked"])
     bad = run_cli("remove-classify", *common[:-1], "--protocol", "calm", "--seed", "5")
     assert bad.returncode == 2 and "other settings" in bad.stderr

@@ -1,5 +1,5 @@
-"""The files the tables read (the CSV files and ``provenance.json`` of a model folder) against the stores they
-were written from.
+"""The files the tables and the report read (the CSV files, ``provenance.json`` and ``precision_drift.json`` of a
+model folder) against what they were written from.
 
 The tables and figures are built from the CSV files alone, so that files made elsewhere can be tabled too. Where
 the model folder holds a ``metrics.h5``, every metric CSV read is compared with it, image by image: the file must
@@ -7,10 +7,11 @@ hold exactly the store's done values, bit for bit (a value is written as float64
 float32 widened to float64, so equal means equal). A file that disagrees (edited, replaced, or left behind by an
 interrupted write) is left out of the tables and figures, and named with what differs and how to write it again; a
 file the store holds no values for is used and named as unchecked. The sanity check's ``randomisation_<tag>.csv``
-is compared in the same way with the units it was written from (``randomisation/*.npz``), the protocol and
-metric parameters ``provenance.json`` states with those of ``maps.h5`` and ``metrics.h5``, and the summary
+is compared in the same way with the units it was written from (``randomisation/*.npz``), the protocol, metric
+parameters and top-1 agreement ``provenance.json`` states with those of ``maps.h5`` and ``metrics.h5``, the summary
 ``precision_drift.json`` states with the one computed again from its fp32 side (``precision_drift.npz``) and the
-stored maps and values (:mod:`runners.drift`).
+stored maps and values (:mod:`runners.drift`), and the files of ``remove-classify`` (no store) with the sha256 its
+``remove_classify_<protocol>.json`` recorded.
 """
 
 from __future__ import annotations

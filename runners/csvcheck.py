@@ -112,6 +112,10 @@ class StoreCheck:
         ``<metric>/<method>``, or (a ``remove-classify`` file, ``rc_<protocol>_*``) with the sha256 its
         ``remove_classify_<protocol>.json`` records; the line saying how is added once, however often it is read."""
         if not self.applies() and not RC_STEM.match(stem):  # remove-classify's files have a record of their own
+            if STORE_FILE not in self._verdict:  # said once for the folder
+                self._verdict[STORE_FILE] = True
+                self.unchecked.append(f"csv/: no {STORE_FILE} in this folder (CSV files made elsewhere, or copied "
+                                      "without it): its metric CSV files are shown as found, not checked")
             return True
         if path.name not in self._verdict:
             self._verdict[path.name] = self._compare(stem, method, path, frame)

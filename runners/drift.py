@@ -145,6 +145,7 @@ def read_drift(run_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        return {"error": f"{path} does not parse ({err})"}
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return {"error": f"{path} does not read ({err})"}
+    return data if isinstance(data, dict) else {"error": f"{path} holds no JSON object"}

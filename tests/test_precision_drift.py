@@ -130,6 +130,11 @@ def test_the_drift_file_is_recomputed_from_its_fp32_arrays_and_the_stores(runs, 
     assert proc.returncode == 0 and "Precision drift" in text
     assert "precision_drift.json: no precision_drift.npz next to it" in text
 
+    json_path.write_text("[1, 2]")  # JSON, but not what the harness writes
+    proc, text = report()
+    assert proc.returncode == 1 and "precision_drift.json holds no JSON object" in text
+    assert "Traceback" not in proc.stderr
+
 
 def test_negative_drift_images_is_a_usage_error():
     proc = run_cli("run", *TINY, "--drift-images", "-1", "--dry-run")

@@ -252,6 +252,11 @@ def test_tables_command_all_models_and_one_model(results, capsys):
     assert main(["tables", "--model", "resnet50", "--profile", "quick", "--out", str(results)]) == 0
     df = pd.read_csv(results / "resnet50" / "tables" / "faithfulness.csv")
     assert set(df["model"]) == {"resnet50"}
+    # CSV files without the metrics.h5 they were written from: used, and said once per folder
+    md = (results / "tables" / "tables.md").read_text()
+    assert "## Files read that nothing could vouch for" in md
+    for tag in ("vgg16", "resnet50"):
+        assert md.count(f"- {tag}: csv/: no metrics.h5 in this folder") == 1
     assert main(["tables", "--profile", "paper", "--out", str(results / "nothing_here")]) == 2
     assert "no results folder" in capsys.readouterr().err
 

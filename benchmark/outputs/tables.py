@@ -775,7 +775,7 @@ def build_all(runs: list[Run], out_dir: Path, expect_paper_models: bool = False,
 
 
 DISAGREE_TITLE = "CSV files left out: they disagree with the stored results they were written from"
-UNCHECKED_TITLE = "CSV files not checked against a metrics.h5"
+UNCHECKED_TITLE = "Files read that nothing could vouch for"
 
 
 def store_findings(runs: list[Run]) -> tuple[list[str], list[str]]:

@@ -121,7 +121,9 @@ def run_remove_classify(model_name: str, weights: str, data: str | None, image_l
                                 # what the tables check the files against (runners.csvcheck)
                                 "csv_sha256": {p.name: sha256_file(p) for p in (values_path, curves_path)}}
         echo(f"{mid:<20} " + "  ".join(f"k={k:g}: {v:.4f}" for k, v in res["ratios"].items()))
-    write_text(json_path, json.dumps(full, indent=1, default=str))
+        write_text(json_path, json.dumps(full, indent=1, default=str))  # after each method: a killed run keeps them
+    if not method_ids:
+        write_text(json_path, json.dumps(full, indent=1, default=str))
     echo(f"written: {json_path} and the rc_{protocol['name']}_* CSV files in {run_dir / 'csv'} (protocol "
          f"{protocol['name']}: " + ", ".join(f"{c.name} {protocol[c.name]}" for c in RC_CHOICES) + ")")
     return json_path

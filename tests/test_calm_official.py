@@ -575,3 +575,26 @@ def test_remove_classify_command_and_table(tmp_path, photo_folder):
                                            for line in built["unchecked"])
     bad = run_cli("remove-classify", *common[:-1], "--protocol", "calm", "--seed", "5")
     assert bad.returncode == 2 and "other settings" in bad.stderr
+
+
+def test_remove_classify_records_each_method_as_it_finishes(tmp_path, photo_folder):
+    """A remove-classify run that fails on its second method keeps the first one's record (with the sha256 the
+    tables check its files against): its files are tabled, checked, not listed as unvouched."""
+    import json
+
+    from benchmark.outputs.tables import build_results_tables
+    from methods.base import MethodError
+    from runners.remove_classify import run_remove_classify
+
+    folder, lst, _ = photo_folder
+    out = tmp_path / "rc"
+    with pytest.raises(MethodError):
+        run_remove_classify("mobilenet_v3_small", "random", str(folder), str(lst), ["gradcam", "no_such_method"],
+                            resolve(RC_CHOICES, "harness"), out=str(out), batch_size=2, progress=False,
+                            echo=lambda *a: None)
+    record = json.loads((out / "mobilenet_v3_small-random" / "remove_classify_harness.json").read_text())
+    assert list(record["methods"]) == ["gradcam"] and len(record["methods"]["gradcam"]["csv_sha256"]) == 2
+    built = build_results_tables(out)
+    assert list(built["tables"]["remove_classify"].data["method"]) == ["gradcam"]
+    assert built["disagree"] == [] and built["unchecked"] == []
+

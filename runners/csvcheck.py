@@ -317,9 +317,10 @@ class StoreCheck:
                 if precision is not None and precision != drift.get("precision"):
                     raise _DriftMismatch(f"it was computed at {drift.get('precision')!r}, maps.h5 at {precision!r}")
                 scores = H5Store.read_only(self.store_path) if self.applies() else None
+                pos = {n: i for i, n in enumerate(maps.names)}
                 try:
                     for oid, row in said.items():
-                        again[oid] = self._drift_again(oid, row, arrays, maps, scores)
+                        again[oid] = self._drift_again(oid, row, arrays, maps, scores, pos)
                 finally:
                     if scores is not None:
                         scores.close()
@@ -338,12 +339,13 @@ class StoreCheck:
         return True
 
     @staticmethod
-    def _drift_again(oid: str, row: dict, arrays: dict, maps: H5Store, scores: H5Store | None) -> dict:
-        """The drift row of ``oid`` computed again from the fp32 arrays and the stores' rows of its images."""
+    def _drift_again(oid: str, row: dict, arrays: dict, maps: H5Store, scores: H5Store | None,
+                     pos: dict[str, int]) -> dict:
+        """The drift row of ``oid`` computed again from the fp32 arrays and the stores' rows of its images (``pos``:
+        image name -> row of the stores)."""
         names = [str(n) for n in row["image_names"]]
         if [str(n) for n in arrays[f"images__{oid}"]] != names:
             raise _DriftMismatch(f"{oid}: its images are not those of {DRIFT_ARRAYS}")
-        pos = {n: i for i, n in enumerate(maps.names)}
         if any(n not in pos for n in names):
             raise _DriftMismatch(f"{oid}: an image of it is not in maps.h5's list")
         rows = [pos[n] for n in names]
@@ -455,10 +457,10 @@ def check_folder(run_dir: Path, tag: str | None = None) -> tuple[StoreCheck, int
             except CSVFileError as err:
                 check.disagree.append(str(err))
     for path in sorted(csv_dir.glob(f"rc_*_{tag}_*.csv")):
-        m = re.match(rf"^(rc_[A-Za-z0-9]+_(?:auc|details))_{re.escape(tag)}_(.+)\.csv$", path.name)
-        if m and RC_STEM.match(m.group(1)):
+        stem, _, method = path.name[:-len(".csv")].partition(f"_{tag}_")
+        if RC_STEM.match(stem):
             n += 1
-            check.usable(m.group(1), m.group(2), path, None)
+            check.usable(stem, method, path, None)
     path = csv_dir / f"randomisation_{tag}.csv"
     if path.is_file():
         n += 1

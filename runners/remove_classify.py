@@ -108,6 +108,8 @@ def run_remove_classify(model_name: str, weights: str, data: str | None, image_l
                          "or labels): use another --out")
     model = load_model(model_name, weights, dev, seed=seed)
     full.update(environment=environment(dev), model_description=model.describe())
+    # the record is written now and again after each method: a run that fails or is killed keeps the finished ones
+    write_text(json_path, json.dumps(full, indent=1, default=str))
     for mid in method_ids:
         method = make_method(mid, seed=seed, batch_size=batch_size)
         res = remove_classify(model, method, source, names, label_list, protocol, seed, batch_size, ERASE_K, progress)
@@ -121,8 +123,6 @@ def run_remove_classify(model_name: str, weights: str, data: str | None, image_l
                                 # what the tables check the files against (runners.csvcheck)
                                 "csv_sha256": {p.name: sha256_file(p) for p in (values_path, curves_path)}}
         echo(f"{mid:<20} " + "  ".join(f"k={k:g}: {v:.4f}" for k, v in res["ratios"].items()))
-        write_text(json_path, json.dumps(full, indent=1, default=str))  # after each method: a killed run keeps them
-    if not method_ids:
         write_text(json_path, json.dumps(full, indent=1, default=str))
     echo(f"written: {json_path} and the rc_{protocol['name']}_* CSV files in {run_dir / 'csv'} (protocol "
          f"{protocol['name']}: " + ", ".join(f"{c.name} {protocol[c.name]}" for c in RC_CHOICES) + ")")

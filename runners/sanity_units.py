@@ -54,10 +54,13 @@ def load_unit(path: Path) -> dict:
 
 def unit_reads(path: Path) -> bool:
     """Whether the unit at ``path`` exists and reads (:func:`load_unit`)."""
+    if not path.is_file():
+        return False
     try:
-        return path.is_file() and bool(load_unit(path))
+        load_unit(path)
     except UnitError:
         return False
+    return True
 
 
 class Units(NamedTuple):

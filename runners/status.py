@@ -230,9 +230,10 @@ def status_text(folder: str | Path, verify: bool = True, repair: bool = False) -
     for run_dir in find_run_dirs(Path(folder)):
         out.append(f"{run_dir}:")
         limit = _limit(run_dir)
-        rc_only = _rc_records(run_dir) and not any((run_dir / m).exists() for m in ("maps.h5", "metrics.h5"))
+        records = _rc_records(run_dir)
+        rc_only = bool(records) and not any((run_dir / m).exists() for m in ("maps.h5", "metrics.h5"))
         if rc_only:
-            out.append("  remove-classify results: " + ", ".join(p.name for p in _rc_records(run_dir)))
+            out.append("  remove-classify results: " + ", ".join(p.name for p in records))
         for store in () if rc_only else ("maps.h5", "metrics.h5"):
             lines, p = _store_lines(run_dir / store, limit, verify, repair)
             out += lines
